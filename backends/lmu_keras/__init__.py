@@ -1,0 +1,1 @@
+"""Keras 3 backend of lmu (placeholder until the backend lands)."""

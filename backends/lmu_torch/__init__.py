@@ -1,0 +1,1 @@
+"""PyTorch backend of lmu (placeholder until the backend lands)."""

@@ -115,7 +115,7 @@ class Backend:
 
         The default calls ``layer_class(kind).from_lmu_config(config, **kwargs)``.
         """
-        cls = self.layer_class(kind)
+        cls: Any = self.layer_class(kind)
         return cls.from_lmu_config(config, **kwargs)
 
     @property
@@ -290,7 +290,11 @@ def list_backends() -> dict[str, BackendInfo]:
         backend = entry.backend if entry is not None else None
         known = KNOWN_BACKENDS.get(name)
         if backend is not None:
-            available, version, desc = backend.available, backend.framework_version, backend.description
+            available, version, desc = (
+                backend.available,
+                backend.framework_version,
+                backend.description,
+            )
         else:
             available = False
             version = None
@@ -322,7 +326,9 @@ def _ordered(names: set[str]) -> list[str]:
 
 
 def _unknown(name: str, entries: Mapping[str, _Entry]) -> UnknownBackendError:
-    installed = sorted(n for n, e in entries.items() if e.backend is not None and e.backend.available)
+    installed = sorted(
+        n for n, e in entries.items() if e.backend is not None and e.backend.available
+    )
     return UnknownBackendError(
         f"unknown lmu backend {name!r}; known: {sorted(set(entries) | set(KNOWN_BACKENDS))}, "
         f"installed: {installed}"
@@ -331,8 +337,7 @@ def _unknown(name: str, entries: Mapping[str, _Entry]) -> UnknownBackendError:
 
 def _not_installed(name: str, module: str) -> BackendNotInstalledError:
     return BackendNotInstalledError(
-        f"the lmu backend {name!r} needs {module}, which is not installed: "
-        f"{install_hint(name)}"
+        f"the lmu backend {name!r} needs {module}, which is not installed: {install_hint(name)}"
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -108,7 +109,8 @@ def normalize_initializer(name: str, value: Any, allow_none: bool = False) -> An
     Raises
     ------
     ValueError
-        For an unknown name, or None where it is not allowed.
+        For an unknown name, None where it is not allowed, or a value that is neither a
+        string, a callable nor a dict.
     """
     if value is None:
         if allow_none:
@@ -122,7 +124,11 @@ def normalize_initializer(name: str, value: Any, allow_none: bool = False) -> An
                 f"(got {value!r})"
             )
         return _INIT_ALIASES[key]
-    return value  # callable, framework initializer object or serialised dict: the backend's
+    if isinstance(value, Mapping) or callable(value):
+        return value  # callable, framework initializer object or serialised dict: the backend's
+    raise ValueError(
+        f"{name} must be one of {INITIALIZERS}, a callable or an initializer object (got {value!r})"
+    )
 
 
 def hidden_cell_spec(value: Any) -> dict[str, Any] | None:
@@ -152,7 +158,7 @@ def hidden_cell_spec(value: Any) -> dict[str, Any] | None:
             f"hidden_cell spec has unknown keys {sorted(unknown)}; allowed: type, units, activation"
         )
     kind = value.get("type")
-    if kind not in HIDDEN_CELL_TYPES:
+    if not isinstance(kind, str) or kind not in HIDDEN_CELL_TYPES:
         raise ValueError(
             f"hidden_cell['type'] must be one of {tuple(HIDDEN_CELL_TYPES)} (got {kind!r})"
         )
@@ -160,7 +166,7 @@ def hidden_cell_spec(value: Any) -> dict[str, Any] | None:
     activation = value.get("activation", "tanh")
     if activation is None:
         activation = "linear"
-    if activation not in ACTIVATIONS:
+    if not isinstance(activation, str) or activation not in ACTIVATIONS:
         raise ValueError(
             f"hidden_cell['activation'] must be one of {ACTIVATIONS} (got {activation!r})"
         )
@@ -217,8 +223,8 @@ class LMUConfig:
     theta: float | tuple[float, ...]
     hidden_cell: Any = None
     trainable_theta: bool = False
-    trainable_A: bool = False
-    trainable_B: bool = False
+    trainable_A: bool = False  # noqa: N815 (the math's name)
+    trainable_B: bool = False  # noqa: N815
     hidden_to_memory: bool = False
     memory_to_memory: bool = False
     input_to_hidden: bool = False
@@ -242,6 +248,13 @@ class LMUConfig:
         put(self, "theta", _check_theta(self.theta, memory_d))
         if isinstance(self.hidden_cell, Mapping):
             put(self, "hidden_cell", hidden_cell_spec(self.hidden_cell))
+        elif isinstance(self.hidden_cell, (str, bytes, numbers.Number)) or (
+            self.hidden_cell is not None and type(self.hidden_cell).__module__ == "numpy"
+        ):
+            raise ValueError(
+                "hidden_cell must be None, a spec dict such as {'type': 'lstm', 'units': 16} "
+                f"or a framework layer (got {self.hidden_cell!r})"
+            )
         for name in (
             "trainable_theta",
             "trainable_A",
@@ -253,8 +266,10 @@ class LMUConfig:
             "return_sequences",
         ):
             put(self, name, _flag(name, getattr(self, name)))
-        if self.discretizer not in DISCRETIZERS:
-            raise ValueError(f"discretizer must be one of {DISCRETIZERS} (got {self.discretizer!r})")
+        if not isinstance(self.discretizer, str) or self.discretizer not in DISCRETIZERS:
+            raise ValueError(
+                f"discretizer must be one of {DISCRETIZERS} (got {self.discretizer!r})"
+            )
         put(
             self,
             "kernel_initializer",
@@ -265,10 +280,14 @@ class LMUConfig:
             "recurrent_initializer",
             normalize_initializer("recurrent_initializer", self.recurrent_initializer),
         )
-        put(self, "bias_initializer", normalize_initializer("bias_initializer", self.bias_initializer))
+        put(
+            self,
+            "bias_initializer",
+            normalize_initializer("bias_initializer", self.bias_initializer),
+        )
         put(self, "dropout", _rate("dropout", self.dropout))
         put(self, "recurrent_dropout", _rate("recurrent_dropout", self.recurrent_dropout))
-        if self.conv_mode not in CONV_MODES:
+        if not isinstance(self.conv_mode, str) or self.conv_mode not in CONV_MODES:
             raise ValueError(f"conv_mode must be one of {CONV_MODES} (got {self.conv_mode!r})")
         if self.truncate_ir is not None:
             if not _is_real(self.truncate_ir) or not (0 < self.truncate_ir < 1):
@@ -288,8 +307,8 @@ class LMUConfig:
         if self.conv_mode in LTI_MODES and not self.is_lti:
             raise ValueError(
                 f"conv_mode={self.conv_mode!r} needs a linear memory: it cannot be used with "
-                f"hidden_to_memory={self.hidden_to_memory}, memory_to_memory={self.memory_to_memory}"
-                " (use 'recurrent' or 'auto')"
+                f"hidden_to_memory={self.hidden_to_memory}, "
+                f"memory_to_memory={self.memory_to_memory} (use 'recurrent' or 'auto')"
             )
         if self.conv_mode == "last_state":
             if self.return_sequences:
@@ -302,16 +321,21 @@ class LMUConfig:
                     "conv_mode='last_state' needs a stateless hidden cell or none "
                     f"(got hidden_cell type {self.hidden_cell['type']!r})"
                 )
-        if (
-            self.kernel_initializer is None
-            and self.input_d is not None
-            and not self.hidden_to_memory
-            and self.input_d != self.memory_d
-        ):
-            raise ValueError(
-                f"kernel_initializer=None means no input kernel, so input_d must equal memory_d "
-                f"(got input_d={self.input_d}, memory_d={self.memory_d})"
-            )
+        if self.kernel_initializer is None and self.input_d is not None:
+            # without a kernel the memory's input [x, h] feeds the memory_d dimensions directly
+            if not self.hidden_to_memory and self.input_d != self.memory_d:
+                raise ValueError(
+                    "kernel_initializer=None means no input kernel, so input_d must equal "
+                    f"memory_d (got input_d={self.input_d}, memory_d={self.memory_d})"
+                )
+            if self.hidden_to_memory and isinstance(self.hidden_cell, Mapping):
+                units = self.hidden_cell["units"]
+                if self.input_d + units != self.memory_d:
+                    raise ValueError(
+                        "kernel_initializer=None means no input kernel, so with "
+                        "hidden_to_memory input_d + hidden units must equal memory_d (got "
+                        f"input_d={self.input_d}, units={units}, memory_d={self.memory_d})"
+                    )
         if self.recurrent_dropout > 0 and not self.memory_to_memory:
             warnings.warn(
                 f"recurrent_dropout={self.recurrent_dropout} has no effect without "
@@ -328,7 +352,7 @@ class LMUConfig:
 
     @property
     def hidden_cell_type(self) -> str | None:
-        """"dense", "simple_rnn", "gru", "lstm" for a neutral spec, "native" or None."""
+        """ "dense", "simple_rnn", "gru", "lstm" for a neutral spec, "native" or None."""
         if self.hidden_cell is None:
             return None
         if isinstance(self.hidden_cell, Mapping):
@@ -357,6 +381,17 @@ class LMUConfig:
         """Whether theta was given per memory dimension."""
         return isinstance(self.theta, tuple)
 
+    def __hash__(self) -> int:
+        # the neutral hidden-cell spec (and a dict initializer) is a dict: hash its items
+        def key(value: Any) -> Any:
+            if isinstance(value, Mapping):
+                return tuple(sorted((k, key(v)) for k, v in value.items()))
+            if isinstance(value, list):
+                return tuple(key(v) for v in value)
+            return value
+
+        return hash(tuple(key(getattr(self, f.name)) for f in dataclasses.fields(self)))
+
     def replace(self, **changes: Any) -> LMUConfig:
         """A copy with some fields changed, validated again."""
         return dataclasses.replace(self, **changes)
@@ -380,14 +415,18 @@ class LMUConfig:
                     "cannot serialise; use a neutral spec such as "
                     "{'type': 'lstm', 'units': 16} or the backend's own serialisation"
                 )
-            if field.name.endswith("_initializer") and not (value is None or isinstance(value, str)):
+            if field.name.endswith("_initializer") and not (
+                value is None or isinstance(value, (str, Mapping))
+            ):
                 raise NotSerializableError(
                     f"{field.name} is a framework object or callable ({value!r}) that the core "
                     f"cannot serialise; use one of {INITIALIZERS}"
                 )
-            out[field.name] = list(value) if isinstance(value, tuple) else (
-                dict(value) if isinstance(value, Mapping) else value
-            )
+            if isinstance(value, tuple):
+                value = list(value)
+            elif isinstance(value, Mapping):
+                value = copy.deepcopy(dict(value))
+            out[field.name] = value
         return out
 
     @classmethod
@@ -399,10 +438,14 @@ class LMUConfig:
         ValueError
             For unknown keys or invalid values.
         """
+        if not isinstance(data, Mapping):
+            raise ValueError(f"from_dict needs a mapping of field names (got {data!r})")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - names
         if unknown:
-            raise ValueError(f"unknown LMUConfig fields {sorted(unknown)}; allowed: {sorted(names)}")
+            raise ValueError(
+                f"unknown LMUConfig fields {sorted(unknown)}; allowed: {sorted(names)}"
+            )
         return cls(**dict(data))
 
     def to_json(self) -> str:
@@ -421,25 +464,32 @@ def _check_theta(theta: Any, memory_d: int) -> float | tuple[float, ...]:
         if not (math.isfinite(value) and value > 0):
             raise ValueError(f"theta must be > 0 and finite (got {theta!r})")
         return value
+    if getattr(theta, "ndim", None) == 0 and hasattr(theta, "item"):  # a 0-d array: a scalar
+        return _check_theta(theta.item(), memory_d)
     try:
+        if isinstance(theta, (str, bytes)):
+            raise TypeError
         values = [float(v) for v in theta]
         if any(isinstance(v, bool) or not _is_real(v) for v in theta):
             raise TypeError
-    except TypeError:
+    except (TypeError, ValueError):
         raise ValueError(
             f"theta must be a positive number or a sequence of memory_d={memory_d} of them "
             f"(got {theta!r})"
         ) from None
     if len(values) != memory_d:
         raise ValueError(
-            f"theta per memory dimension must have memory_d={memory_d} entries (got {len(values)})"
+            f"theta per memory dimension must have memory_d={memory_d} entries "
+            f"(got {len(values)}: {values!r})"
         )
     if not all(math.isfinite(v) and v > 0 for v in values):
         raise ValueError(f"theta must be > 0 and finite (got {values!r})")
     return tuple(values)
 
 
-def select_mode(config: LMUConfig, hidden_stateful: bool, seq_len: int | None = None) -> str:
+def select_mode(
+    config: LMUConfig, hidden_stateful: bool | None = None, seq_len: int | None = None
+) -> str:
     """The execution mode for a config: the explicit ``conv_mode``, or what "auto" picks.
 
     "auto" gives "recurrent" when the memory is not linear time-invariant; "last_state" when
@@ -449,8 +499,9 @@ def select_mode(config: LMUConfig, hidden_stateful: bool, seq_len: int | None = 
     Parameters
     ----------
     config : LMUConfig
-    hidden_stateful : bool
-        Whether the hidden cell is recurrent (the backend knows for a native cell).
+    hidden_stateful : bool, optional
+        Whether the hidden cell is recurrent.  Defaults to what the config knows
+        (:attr:`LMUConfig.hidden_cell_stateful`); required for a native hidden cell.
     seq_len : int, optional
         Sequence length, when known.
 
@@ -462,8 +513,15 @@ def select_mode(config: LMUConfig, hidden_stateful: bool, seq_len: int | None = 
     Raises
     ------
     ValueError
-        If the explicit ``conv_mode`` is "last_state" and the hidden cell is stateful.
+        If the explicit ``conv_mode`` is "last_state" and the hidden cell is stateful, or
+        ``hidden_stateful`` is not given for a native hidden cell.
     """
+    if hidden_stateful is None:
+        hidden_stateful = config.hidden_cell_stateful
+        if hidden_stateful is None:
+            raise ValueError(
+                "select_mode needs hidden_stateful for a native hidden cell (got None)"
+            )
     mode = config.conv_mode
     if mode == "last_state" and hidden_stateful:
         raise ValueError(

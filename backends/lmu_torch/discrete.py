@@ -1,0 +1,170 @@
+"""The LMU's discrete system as torch tensors: fixed (cached) and trainable (differentiable).
+
+Fixed matrices and impulse responses come from :mod:`lmu.system` (NumPy, float64) and are
+cached per layer by (kind, length, dtype, device).  When theta, A or B are trainable, the
+same quantities are recomputed here with torch ops, in float64, once per forward call:
+zero-order hold through ``torch.linalg.matrix_exp`` of the augmented system, impulse
+responses and matrix powers by doubling (``log2(length)`` matrix products).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+
+import numpy as np
+import torch
+
+import lmu.system
+
+__all__ = [
+    "TensorCache",
+    "discretize",
+    "fixed_impulse_response",
+    "fixed_matrices",
+    "free_response",
+    "impulse_response",
+    "matrix_power",
+]
+
+
+@functools.lru_cache(maxsize=32)
+def fixed_matrices(
+    order: int, thetas: tuple[float, ...], discretizer: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy float64 ``Ad`` (n, order, order) and ``Bd`` (n, order), one per distinct theta.
+
+    ``n`` is 1 when every theta is equal (the matrices are then shared by all dimensions).
+    """
+    Ad, Bd = lmu.system.lmu_matrices(order, list(thetas), discretizer)
+    return Ad, Bd[..., 0]
+
+
+@functools.lru_cache(maxsize=32)
+def _fixed_impulse(
+    order: int, thetas: tuple[float, ...], discretizer: str, length: int
+) -> np.ndarray:
+    return lmu.system.impulse_response(order, list(thetas), length, discretizer)
+
+
+def fixed_impulse_response(
+    order: int, thetas: tuple[float, ...], discretizer: str, length: int
+) -> np.ndarray:
+    """NumPy float64 impulse response, shape (n, length, order).
+
+    Computed for the next power of two at or above ``length`` and sliced, so that changing
+    sequence lengths share one computation (the doubling makes every prefix identical).
+    """
+    padded = 1 << max(0, int(length - 1).bit_length())
+    return _fixed_impulse(order, thetas, discretizer, padded)[:, :length]
+
+
+class TensorCache:
+    """A small LRU of tensors derived from fixed matrices, keyed by hashable tuples."""
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self._data: OrderedDict[Hashable, torch.Tensor] = OrderedDict()
+
+    def get(self, key: Hashable, make: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """The cached tensor for ``key``, made by ``make()`` on a miss."""
+        value = self._data.get(key)
+        if value is None:
+            value = make()
+            self._data[key] = value
+            if len(self._data) > self.size:
+                self._data.popitem(last=False)
+        else:
+            self._data.move_to_end(key)
+        return value
+
+    def clear(self) -> None:
+        """Forget everything (after a device move or a change of theta)."""
+        self._data.clear()
+
+
+def discretize(
+    A: torch.Tensor, B: torch.Tensor, theta_inv: torch.Tensor, method: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Differentiable discretisation of ``A * theta_inv``, ``B * theta_inv`` with dt = 1.
+
+    Parameters
+    ----------
+    A : Tensor, shape (order, order)
+    B : Tensor, shape (order,) or (order, 1)
+    theta_inv : Tensor, shape () or (n,)
+    method : {"zoh", "euler", "bilinear"}
+
+    Returns
+    -------
+    Ad : Tensor, shape (n, order, order)  (n = 1 for a scalar theta_inv)
+    Bd : Tensor, shape (n, order)
+    """
+    order = A.shape[0]
+    B = B.reshape(order)
+    ti = theta_inv.reshape(-1, 1, 1)
+    a = A[None] * ti
+    b = B[None, :, None] * ti
+    n = a.shape[0]
+    if method == "zoh":
+        top = torch.cat([a, b], dim=2)
+        bottom = torch.zeros(n, 1, order + 1, dtype=a.dtype, device=a.device)
+        ex = torch.linalg.matrix_exp(torch.cat([top, bottom], dim=1))
+        return ex[:, :order, :order], ex[:, :order, order]
+    eye = torch.eye(order, dtype=a.dtype, device=a.device)
+    if method == "euler":
+        return eye + a, b[..., 0]
+    lhs = eye - 0.5 * a
+    sol = torch.linalg.solve(lhs, torch.cat([eye + 0.5 * a, b], dim=2))
+    return sol[:, :, :order], sol[:, :, order]
+
+
+def impulse_response(Ad: torch.Tensor, Bd: torch.Tensor, length: int) -> torch.Tensor:
+    """Rows ``Ad^k Bd`` for k < length by doubling; shape (n, length, order)."""
+    H = Bd[:, None, :]
+    power = Ad
+    k = 1
+    while k < length:
+        count = min(k, length - k)
+        H = torch.cat([H, H[:, :count] @ power.transpose(1, 2)], dim=1)
+        k += count
+        if k < length:
+            power = power @ power
+    return H
+
+
+def matrix_power(Ad: torch.Tensor, steps: int) -> torch.Tensor:
+    """``Ad ** steps`` (batched), by repeated squaring."""
+    return torch.linalg.matrix_power(Ad, steps)
+
+
+def free_response(Ad: torch.Tensor, m0: torch.Tensor, length: int) -> torch.Tensor:
+    """The memory's response to its initial state alone: ``Ad^(t+1) m0`` for t < length.
+
+    Parameters
+    ----------
+    Ad : Tensor, shape (n, order, order), n = 1 or memory_d
+    m0 : Tensor, shape (batch, memory_d, order)
+    length : int
+
+    Returns
+    -------
+    Tensor, shape (batch, length, memory_d, order)
+
+    Notes
+    -----
+    Doubling again: ``F[k:2k] = F[:k] (Ad^k)^T``, so ``log2(length)`` batched products whose
+    total work is that of ``length`` steps of the recurrence, without a Python loop per step.
+    """
+    md = m0.shape[1]
+    power = Ad.expand(md, -1, -1)
+    F = torch.einsum("bdj,dij->bdi", m0, power)[:, None]
+    k = 1
+    while k < length:
+        count = min(k, length - k)
+        F = torch.cat([F, torch.einsum("btdj,dij->btdi", F[:, :count], power)], dim=1)
+        k += count
+        if k < length:
+            power = power @ power
+    return F

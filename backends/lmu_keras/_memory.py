@@ -1,0 +1,108 @@
+"""The LMU memory over a whole sequence: last-state, FFT, raw convolution, and one step.
+
+All functions take the memory's input ``u`` of shape ``(batch, time, memory_d)`` (already
+projected by ``kernel`` and ``bias``) and a :class:`~lmu_keras._system.DiscreteSystem`; the
+sequence functions return ``(batch, time, memory_d, order)``, the last-state function
+``(batch, memory_d, order)``.  An initial memory ``m0`` of shape ``(batch, memory_d, order)``
+adds its free response ``Ad**(t+1) m0``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from keras import ops
+
+from ._system import DiscreteSystem
+
+__all__ = ["memory_fft", "memory_last", "memory_raw", "memory_step"]
+
+#: Complex elements (batch * memory_d * order block * frequencies) per FFT block.
+FFT_BLOCK_ELEMENTS = 2**24
+
+
+def _with_free_response(m: Any, system: DiscreteSystem, m0: Any) -> Any:
+    if m0 is None:
+        return m
+    return m + system.free_response(m0, m.shape[1])
+
+
+def memory_last(u: Any, system: DiscreteSystem, m0: Any = None) -> Any:
+    """The final memory only: one contraction of ``u`` with the reversed impulse response."""
+    T = u.shape[1]
+    H = ops.flip(system.impulse(T), axis=1)  # (G, T, n): row t is H[T-1-t]
+    if system.groups == 1:
+        m = ops.einsum("btd,ti->bdi", u, H[0])
+    else:
+        m = ops.einsum("btd,dti->bdi", u, H)
+    if m0 is not None:
+        P = system.power(T)
+        if system.groups == 1:
+            m = m + ops.einsum("bdj,ij->bdi", m0, P[0])
+        else:
+            m = m + ops.einsum("bdj,dij->bdi", m0, P)
+    return m
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def memory_fft(u: Any, system: DiscreteSystem, m0: Any = None) -> Any:
+    """Every step's memory by FFT convolution, blocked over the order axis."""
+    batch, T, md = ops.shape(u)[0], u.shape[1], u.shape[2]
+    n = system.order
+    N = _next_pow2(2 * T - 1) if T > 1 else 2
+    F = N // 2 + 1
+    ur, ui = ops.rfft(ops.transpose(u, (0, 2, 1)), fft_length=N)  # (B, md, F)
+    ur, ui = ur[:, :, None, :], ui[:, :, None, :]
+    H = system.impulse(T)  # (G, T, n)
+    hr, hi = ops.rfft(ops.transpose(H, (0, 2, 1)), fft_length=N)  # (G, n, F)
+    b_static = batch if isinstance(batch, int) else 64
+    block = max(1, min(n, FFT_BLOCK_ELEMENTS // max(1, b_static * md * F)))
+    parts = []
+    for start in range(0, n, block):
+        br, bi = hr[:, start : start + block], hi[:, start : start + block]
+        re = ur * br - ui * bi
+        im = ur * bi + ui * br
+        parts.append(ops.irfft((re, im), fft_length=N)[..., :T])  # (B, md, nb, T)
+    m = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=2)
+    m = ops.transpose(m, (0, 3, 1, 2))  # (B, T, md, n)
+    return _with_free_response(m, system, m0)
+
+
+def memory_raw(u: Any, system: DiscreteSystem, tol: float | None = None, m0: Any = None) -> Any:
+    """Every step's memory by direct causal (depthwise) convolution.
+
+    ``tol`` truncates the impulse response (see :func:`lmu.system.impulse_response`); None
+    convolves with the full response and is exact.
+    """
+    T, md = u.shape[1], u.shape[2]
+    n = system.order
+    H = system.impulse(T, tol)  # (G, K, n)
+    K = H.shape[1]
+    H = ops.flip(H, axis=1)
+    if system.groups == 1:
+        kernel = ops.broadcast_to(H[0][:, None, :], (K, md, n))
+    else:
+        kernel = ops.transpose(H, (1, 0, 2))
+    padded = ops.pad(u, [[0, 0], [K - 1, 0], [0, 0]]) if K > 1 else u
+    m = ops.depthwise_conv(padded, kernel, strides=1, padding="valid")  # (B, T, md * n)
+    m = ops.reshape(m, (-1, T, md, n))
+    return _with_free_response(m, system, m0)
+
+
+def memory_step(m: Any, u: Any, system: DiscreteSystem, Ad_T: Any) -> Any:
+    """One memory update ``m Adᵀ + u Bdᵀ``.
+
+    Parameters
+    ----------
+    m : tensor (batch, memory_d, order)
+    u : tensor (batch, memory_d)
+    system : DiscreteSystem
+    Ad_T : tensor
+        ``Ad`` transposed on its last two axes, precomputed once per call.
+    """
+    if system.groups == 1:
+        return ops.matmul(m, Ad_T[0]) + u[:, :, None] * system.Bd[0]
+    return ops.einsum("bdj,dji->bdi", m, Ad_T) + u[:, :, None] * system.Bd[None]

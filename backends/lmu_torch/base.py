@@ -33,6 +33,11 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return dtype
 
 
+def _tracing() -> bool:
+    """Whether torch.compile or torch.export is tracing (no host reads, no caching then)."""
+    return bool(torch.compiler.is_compiling() or torch.compiler.is_exporting())
+
+
 class LMUBase(nn.Module):
     """Weights, configuration and shared helpers of :class:`LMUCell` and :class:`LMU`.
 
@@ -214,7 +219,10 @@ class LMUBase(nn.Module):
     def _fixed_thetas(self) -> tuple[float, ...]:
         """Python floats of theta (exactly the config's unless theta_inv was changed)."""
         buf = self.theta_inv
-        key = (buf._version, buf.dtype, buf.device, buf.data_ptr())
+        if _tracing():
+            values = self.config.thetas
+            return values[:1] if len(set(values)) == 1 else values
+        key = (buf._version, buf.dtype, buf.device, id(buf))
         if key != self._theta_key:
             inv = np.atleast_1d(buf.detach().to("cpu", torch.float64).numpy())
             thetas = np.asarray(self.config.thetas)
@@ -330,7 +338,7 @@ class LMUBase(nn.Module):
         return out
 
     def _check_theta_finite(self) -> None:
-        if self.config.trainable_theta and not torch.compiler.is_compiling():
+        if self.config.trainable_theta and not _tracing():
             if not bool(torch.isfinite(self.theta_inv).all()) or bool((self.theta_inv <= 0).any()):
                 raise ValueError(
                     f"theta_inv must be > 0 and finite (got {self.theta_inv.detach().tolist()})"

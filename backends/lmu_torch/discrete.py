@@ -69,6 +69,8 @@ class TensorCache:
 
     def get(self, key: Hashable, make: Callable[[], torch.Tensor]) -> torch.Tensor:
         """The cached tensor for ``key``, made by ``make()`` on a miss."""
+        if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+            return make()
         value = self._data.get(key)
         if value is None:
             value = make()

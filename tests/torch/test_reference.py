@@ -10,10 +10,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import lmu  # noqa: E402
 from lmu_torch import LMU, LMUCell, LMUFeedforward  # noqa: E402
-
 from lmu_torch_helpers import assert_close, assert_states_close, build, pairwise, reference_run  # noqa: E402
+
+import lmu  # noqa: E402
 
 INPUT = 3
 HIDDEN = [

@@ -123,7 +123,9 @@ def discrete_matrices(
     A = np.asarray(weights.get("A", A), dtype=np.float64)
     B = np.asarray(weights.get("B", B), dtype=np.float64).reshape(config.order, 1)
     if "theta_inv" in weights:
-        inv = np.broadcast_to(np.asarray(weights["theta_inv"], dtype=np.float64), (config.memory_d,))
+        inv = np.broadcast_to(
+            np.asarray(weights["theta_inv"], dtype=np.float64), (config.memory_d,)
+        )
         thetas = 1.0 / inv
     else:
         thetas = np.asarray(config.thetas)
@@ -207,13 +209,30 @@ def step(
     """
     md, order = config.memory_d, config.order
     Ad, Bd = matrices if matrices is not None else discrete_matrices(config, weights)
+    x_t = np.asarray(x_t, dtype=np.float64)
     m = np.asarray(states[0], dtype=np.float64)
     h = [np.asarray(s, dtype=np.float64) for s in states[1:]]
     batch = x_t.shape[0]
+    if m.shape != (batch, md * order):
+        raise ValueError(
+            f"the memory state must have shape (batch, memory_d * order) = "
+            f"{(batch, md * order)} (got shape {m.shape})"
+        )
+    if config.hidden_to_memory and not h:
+        raise ValueError(
+            "hidden_to_memory needs the hidden output among the states (got no hidden state; "
+            "give hidden_state_shapes for a native hidden cell)"
+        )
     u_in = np.concatenate([x_t, h[0]], axis=1) if config.hidden_to_memory else x_t
     if input_mask is not None:
         u_in = u_in * input_mask
     u = u_in @ np.asarray(weights["kernel"]) if config.kernel_initializer is not None else u_in
+    if u.shape != (batch, md):
+        raise ValueError(
+            f"the memory's input must have memory_d={md} features per step (got shape "
+            f"{u.shape}); without a kernel (kernel_initializer=None) the input [x, h] must "
+            "have memory_d features"
+        )
     if config.use_bias:
         u = u + np.asarray(weights["bias"])
     if config.memory_to_memory:
@@ -272,7 +291,11 @@ def run(
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 3:
         raise ValueError(f"x must have shape (batch, time, input_d) (got shape {x.shape})")
-    batch, T, _ = x.shape
+    batch, T, features = x.shape
+    if T == 0:
+        raise ValueError("x must have at least one time step (got time=0)")
+    if config.input_d is not None and features != config.input_d:
+        raise ValueError(f"x has {features} features but the config says input_d={config.input_d}")
     if initial_state is None:
         if config.hidden_cell_type == "native":
             sizes = [config.memory_d * config.order, *(hidden_state_shapes or [])]
@@ -281,6 +304,11 @@ def run(
         states = [np.zeros((batch, n)) for n in sizes]
     else:
         states = [np.asarray(s, dtype=np.float64) for s in initial_state]
+        if config.hidden_cell_type != "native":
+            expected = [(batch, n) for n in state_sizes(config)]
+            got = [s.shape for s in states]
+            if got != expected:
+                raise ValueError(f"initial_state must be arrays of shapes {expected} (got {got})")
     if hidden_fn is None and config.hidden_cell_type not in (None, "native"):
         hidden_fn = _neutral_hidden(config, weights)
     matrices = discrete_matrices(config, weights)
@@ -297,8 +325,6 @@ def run(
             recurrent_mask=recurrent_mask,
         )
         outputs.append(out)
-    if not outputs:
-        raise ValueError("x must have at least one time step (got time=0)")
     return np.stack(outputs, axis=1), states
 
 

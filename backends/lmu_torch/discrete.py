@@ -29,6 +29,7 @@ __all__ = [
 ]
 
 
+@torch.compiler.disable
 @functools.lru_cache(maxsize=32)
 def fixed_matrices(
     order: int, thetas: tuple[float, ...], discretizer: str
@@ -48,6 +49,7 @@ def _fixed_impulse(
     return lmu.system.impulse_response(order, list(thetas), length, discretizer)
 
 
+@torch.compiler.disable
 def fixed_impulse_response(
     order: int, thetas: tuple[float, ...], discretizer: str, length: int
 ) -> np.ndarray:

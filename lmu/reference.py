@@ -226,7 +226,16 @@ def step(
     u_in = np.concatenate([x_t, h[0]], axis=1) if config.hidden_to_memory else x_t
     if input_mask is not None:
         u_in = u_in * input_mask
-    u = u_in @ np.asarray(weights["kernel"]) if config.kernel_initializer is not None else u_in
+    if config.kernel_initializer is not None:
+        kernel = np.asarray(weights["kernel"])
+        if kernel.ndim != 2 or kernel.shape[0] != u_in.shape[1]:
+            raise ValueError(
+                f"kernel must have shape ({u_in.shape[1]}, memory_d={md}) for a memory input "
+                f"[x, h] of {u_in.shape[1]} features (got shape {kernel.shape})"
+            )
+        u = u_in @ kernel
+    else:
+        u = u_in
     if u.shape != (batch, md):
         raise ValueError(
             f"the memory's input must have memory_d={md} features per step (got shape "

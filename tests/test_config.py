@@ -581,3 +581,79 @@ def test_select_mode_uses_config_statefulness_by_default() -> None:
     with pytest.raises(ValueError, match="hidden_stateful"):
         select_mode(make(hidden_cell=NativeCell()))
     assert select_mode(make(hidden_cell=NativeCell()), True, seq_len=1000) == "fft"
+
+
+# property tests need hypothesis (not part of the core's test extra): skipped without it
+try:
+    import hypothesis  # noqa: F401
+
+    HAS_HYPOTHESIS = True
+except ImportError:  # pragma: no cover
+    HAS_HYPOTHESIS = False
+
+if HAS_HYPOTHESIS:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=80, deadline=None)
+    @given(
+        memory_d=st.integers(1, 4),
+        order=st.integers(1, 64),
+        theta=st.floats(1e-3, 1e6),
+        per_dim=st.booleans(),
+        cell=st.one_of(
+            st.none(),
+            st.fixed_dictionaries(
+                {
+                    "type": st.sampled_from(sorted(HIDDEN_CELL_TYPES)),
+                    "units": st.integers(1, 32),
+                    "activation": st.sampled_from(ACTIVATIONS),
+                }
+            ),
+        ),
+        flags=st.tuples(*[st.booleans()] * 5),
+        discretizer=st.sampled_from(["zoh", "euler", "bilinear"]),
+        init=st.sampled_from(INITIALIZERS),
+        dropout=st.floats(0.0, 0.99),
+        truncate_ir=st.one_of(st.none(), st.floats(1e-9, 0.5)),
+    )
+    def test_round_trip_property(
+        memory_d: int,
+        order: int,
+        theta: float,
+        per_dim: bool,
+        cell: dict[str, Any] | None,
+        flags: tuple[bool, ...],
+        discretizer: str,
+        init: str,
+        dropout: float,
+        truncate_ir: float | None,
+    ) -> None:
+        h2m, m2m, i2h, bias, seqs = flags
+        if cell is None:
+            h2m = i2h = False
+        c = LMUConfig(
+            memory_d=memory_d,
+            order=order,
+            theta=[theta * (k + 1) for k in range(memory_d)] if per_dim else theta,
+            hidden_cell=cell,
+            hidden_to_memory=h2m,
+            memory_to_memory=m2m,
+            input_to_hidden=i2h,
+            use_bias=bias,
+            return_sequences=seqs,
+            discretizer=discretizer,
+            kernel_initializer=init,
+            recurrent_initializer=init.upper(),
+            dropout=dropout,
+            truncate_ir=truncate_ir,
+        )
+        assert c.recurrent_initializer == init
+        assert LMUConfig.from_json(c.to_json()) == c
+        assert LMUConfig.from_dict(c.to_dict()) == c
+        assert hash(LMUConfig.from_dict(c.to_dict())) == hash(c)
+        assert len(c.thetas) == memory_d
+        mode = select_mode(c, bool(c.hidden_cell_stateful), seq_len=100)
+        assert mode in CONV_MODES and mode != "auto"
+        if not c.is_lti:
+            assert mode == "recurrent"

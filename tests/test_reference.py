@@ -518,6 +518,13 @@ def test_input_d_checked() -> None:
         reference.run(c, w, np.zeros((2, 4, 2)))
 
 
+def test_kernel_rows_checked() -> None:
+    c = cfg(hidden_cell={"type": "dense", "units": 2}, hidden_to_memory=True)
+    w = reference.random_weights(c, 3)
+    with pytest.raises(ValueError, match=r"kernel must have shape \(4, memory_d=2\)"):
+        reference.run(c, w, np.zeros((2, 4, 2)))  # 2 + 2 features, kernel has 3 + 2 rows
+
+
 def test_no_kernel_needs_memory_d_features() -> None:
     # one feature would broadcast silently over both memory dimensions
     c = cfg(memory_d=2, kernel_initializer=None)

@@ -358,7 +358,8 @@ def test_impulse_response_million_steps(order: int, theta: float) -> None:
     elapsed = time.perf_counter() - start
     assert H.shape == (length, order)
     assert np.all(np.isfinite(H))
-    assert elapsed < 5.0
+    # doubling takes ~0.2 s (~1 s on a loaded machine); a Python loop per step takes ~2-5 s
+    assert elapsed < 3.0
     # spot check far rows against the exact matrix exponential (zoh)
     A, _ = legendre_system(order)
     _, Bd = lmu_matrices(order, theta)
@@ -382,7 +383,7 @@ def test_impulse_response_order_1024() -> None:
     order, theta, length = 1024, 500.0, 48
     start = time.perf_counter()
     H = impulse_response(order, theta, length)
-    assert time.perf_counter() - start < 5.0
+    assert time.perf_counter() - start < 20.0
     assert H.shape == (length, order)
     assert np.all(np.isfinite(H))
     Ad, Bd = lmu_matrices(order, theta)
@@ -395,7 +396,7 @@ def test_impulse_response_order_1024_long() -> None:
     order, theta, length = 1024, 100.0, 4096
     start = time.perf_counter()
     H = impulse_response(order, theta, length)
-    assert time.perf_counter() - start < 30.0
+    assert time.perf_counter() - start < 60.0
     assert np.all(np.isfinite(H))
     A, _ = legendre_system(order)
     _, Bd = lmu_matrices(order, theta)
@@ -540,3 +541,37 @@ def test_decoder_reads_back_delayed_input(discretizer: str) -> None:
 def test_module_all_names_exist() -> None:
     for name in system.__all__:
         assert hasattr(system, name)
+
+
+# property tests need hypothesis (not part of the core's test extra): skipped without it
+try:
+    import hypothesis  # noqa: F401
+
+    HAS_HYPOTHESIS = True
+except ImportError:  # pragma: no cover
+    HAS_HYPOTHESIS = False
+
+if HAS_HYPOTHESIS:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from hypothesis.extra.numpy import arrays
+
+    @settings(max_examples=60, deadline=None)
+    @given(
+        arrays(
+            np.float64,
+            st.tuples(st.integers(1, 3), st.integers(1, 40), st.integers(1, 4)),
+            elements=st.floats(-1e3, 1e3, allow_nan=False),
+        ),
+        st.floats(1e-6, 0.999),
+    )
+    def test_truncation_length_property(H: np.ndarray, tol: float) -> None:
+        L = truncation_length(H, tol)
+        assert 1 <= L <= H.shape[1]
+
+        def ok(k: int, n: int) -> bool:
+            return bool(np.linalg.norm(H[k, n:]) <= tol * np.linalg.norm(H[k]))
+
+        assert all(ok(k, L) for k in range(H.shape[0]))
+        if L > 1:
+            assert not all(ok(k, L - 1) for k in range(H.shape[0]))

@@ -30,6 +30,7 @@ from .system import (
     legendre_decoder,
     legendre_system,
     lmu_matrices,
+    truncation_length,
 )
 
 __all__ = [
@@ -54,4 +55,5 @@ __all__ = [
     "refresh_backends",
     "register_backend",
     "select_mode",
+    "truncation_length",
 ]

@@ -6,7 +6,6 @@ definitions, computed by SciPy, or by plain step-by-step loops.
 
 from __future__ import annotations
 
-import time
 import warnings
 
 import numpy as np
@@ -353,13 +352,9 @@ def test_impulse_response_dtype() -> None:
 @pytest.mark.parametrize(("order", "theta"), [(4, 1.0), (4, 1e3), (8, 1e5)])
 def test_impulse_response_million_steps(order: int, theta: float) -> None:
     length = 10**6
-    start = time.perf_counter()
     H = impulse_response(order, theta, length)
-    elapsed = time.perf_counter() - start
     assert H.shape == (length, order)
     assert np.all(np.isfinite(H))
-    # doubling takes ~0.2 s (~1 s on a loaded machine); a Python loop per step takes ~2-5 s
-    assert elapsed < 3.0
     # spot check far rows against the exact matrix exponential (zoh)
     A, _ = legendre_system(order)
     _, Bd = lmu_matrices(order, theta)
@@ -381,9 +376,7 @@ def test_impulse_response_stable_euler_long() -> None:
 
 def test_impulse_response_order_1024() -> None:
     order, theta, length = 1024, 500.0, 48
-    start = time.perf_counter()
     H = impulse_response(order, theta, length)
-    assert time.perf_counter() - start < 20.0
     assert H.shape == (length, order)
     assert np.all(np.isfinite(H))
     Ad, Bd = lmu_matrices(order, theta)
@@ -394,9 +387,7 @@ def test_impulse_response_order_1024() -> None:
 @pytest.mark.slow
 def test_impulse_response_order_1024_long() -> None:
     order, theta, length = 1024, 100.0, 4096
-    start = time.perf_counter()
     H = impulse_response(order, theta, length)
-    assert time.perf_counter() - start < 60.0
     assert np.all(np.isfinite(H))
     A, _ = legendre_system(order)
     _, Bd = lmu_matrices(order, theta)

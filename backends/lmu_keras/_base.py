@@ -228,7 +228,7 @@ class LMUBase(keras.layers.Layer):
             return float(1.0 / inv) if inv.ndim == 0 else tuple((1.0 / inv).tolist())
         return self._init_theta
 
-    def _dropout_mask(self, like: Any, rate: float) -> Any:
+    def _draw_dropout_mask(self, like: Any, rate: float) -> Any:
         ones = ops.ones_like(like)
         return keras.random.dropout(ones, rate=rate, seed=self.seed_generator)
 

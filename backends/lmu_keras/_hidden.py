@@ -3,7 +3,8 @@
 Kinds:
 
 * ``None``: no hidden cell; the output is the memory.
-* ``"stateless"``: a layer without ``state_size`` (e.g. Dense); its last output is kept as
+* ``"dense"``: a plain ``keras.layers.Dense``, computed here from its weights.
+* ``"stateless"``: any other layer without ``state_size`` (e.g. Dense); its last output is kept as
   its state, as in keras-lmu and :mod:`lmu.reference`.
 * ``"simple_rnn"``, ``"gru"``, ``"lstm"``: Keras' own cells without dropout.  Their input
   projections are computed for all steps at once, outside the recurrent loop.
@@ -48,11 +49,34 @@ def make_hidden_cell(spec: Mapping[str, Any], dtype: Any, name: str | None = Non
     return keras.layers.LSTMCell(units, activation=act, **kw)
 
 
+def _tanh(x: Any) -> Any:
+    # tanh through exp: Keras' ops.tanh returns float32 for float64 input under JAX
+    return 1.0 - 2.0 / (ops.exp(2.0 * x) + 1.0)
+
+
+def activation(fn: Any) -> Callable[[Any], Any]:
+    """A cell's activation that keeps its input's dtype on every Keras backend."""
+    if keras.backend.backend() != "jax":
+        return fn
+    if fn is keras.activations.tanh:
+        return _tanh
+
+    def keep_dtype(x: Any) -> Any:
+        y = fn(x)
+        return y if y.dtype == x.dtype else ops.cast(y, x.dtype)
+
+    return keep_dtype
+
+
 def classify(cell: Any) -> str | None:
     """The kind of a hidden cell (see the module docstring)."""
     if cell is None:
         return None
     if not hasattr(cell, "state_size"):
+        plain = type(cell) is keras.layers.Dense
+        if plain and not getattr(cell, "lora_enabled", False):
+            if getattr(cell, "quantization_mode", None) is None:
+                return "dense"
         return "stateless"
     kind = _FAST.get(type(cell))
     if kind is None or cell.dropout or cell.recurrent_dropout:
@@ -73,7 +97,7 @@ def _flat_sizes(size: Any) -> list[int]:
 
 def output_size(cell: Any, kind: str | None, in_features: int | None = None) -> int:
     """Features the cell outputs per step."""
-    if kind in ("stateless",):
+    if kind in ("stateless", "dense"):
         units = getattr(cell, "units", None)
         if units is not None:
             return int(units)
@@ -92,7 +116,7 @@ def state_sizes(cell: Any, kind: str | None, in_features: int | None = None) -> 
     """Sizes of the hidden states (the last output for a stateless cell)."""
     if kind is None:
         return []
-    if kind == "stateless":
+    if kind in ("stateless", "dense"):
         return [output_size(cell, kind, in_features)]
     return _flat_sizes(cell.state_size)
 
@@ -111,30 +135,40 @@ def _fast_update(cell: Any, kind: str, z: Any, states: list[Any]) -> tuple[Any, 
     """One step of a Keras SimpleRNN/GRU/LSTM cell from its input projection ``z``."""
     h = states[0]
     R = ops.cast(cell.recurrent_kernel, z.dtype)
+    act = activation(cell.activation)
     if kind == "simple_rnn":
-        out = cell.activation(z + ops.matmul(h, R))
+        out = act(z + ops.matmul(h, R))
         return out, [out]
     if kind == "lstm":
         z = z + ops.matmul(h, R)
         i, f, g, o = ops.split(z, 4, axis=-1)
-        ra = cell.recurrent_activation
-        c = ra(f) * states[1] + ra(i) * cell.activation(g)
-        out = ra(o) * cell.activation(c)
+        ra = activation(cell.recurrent_activation)
+        c = ra(f) * states[1] + ra(i) * act(g)
+        out = ra(o) * act(c)
         return out, [out, c]
     hz = ops.matmul(h, R)
     if cell.use_bias:
         hz = hz + ops.cast(cell.bias[1], z.dtype)
     xz_, xr, xh = ops.split(z, 3, axis=-1)
     hz_, hr, hh = ops.split(hz, 3, axis=-1)
-    ra = cell.recurrent_activation
+    ra = activation(cell.recurrent_activation)
     zg = ra(xz_ + hz_)
     r = ra(xr + hr)
-    cand = cell.activation(xh + r * hh)
+    cand = act(xh + r * hh)
     out = zg * h + (1.0 - zg) * cand
     return out, [out]
 
 
-def _apply_stateless(cell: Any, x: Any, training: Any) -> Any:
+def _dense(cell: Any, x: Any) -> Any:
+    y = ops.matmul(x, ops.cast(cell.kernel, x.dtype))
+    if cell.bias is not None:
+        y = y + ops.cast(cell.bias, x.dtype)
+    return activation(cell.activation)(y)
+
+
+def _apply_stateless(cell: Any, x: Any, training: Any, kind: str = "stateless") -> Any:
+    if kind == "dense":
+        return _dense(cell, x)
     shape = ops.shape(x)
     if len(x.shape) == 2:
         return cell(x, training=training)
@@ -153,8 +187,8 @@ def step_fn(cell: Any, kind: str | None, training: Any) -> Callable[..., tuple[A
     def step(h_in: Any, states: list[Any], z: Any = None) -> tuple[Any, list[Any]]:
         if kind is None:
             return h_in, []
-        if kind == "stateless":
-            out = cell(h_in, training=training)
+        if kind in ("stateless", "dense"):
+            out = _apply_stateless(cell, h_in, training, kind)
             return out, [out]
         if kind == "generic":
             out, new = cell(h_in, states, training=training)
@@ -181,11 +215,11 @@ def run_sequence(
     if kind is None:
         out = h_in if return_sequences else h_in[:, -1]
         return out, []
-    if kind == "stateless":
+    if kind in ("stateless", "dense"):
         if not return_sequences:
-            out = _apply_stateless(cell, h_in[:, -1], training)
+            out = _apply_stateless(cell, h_in[:, -1], training, kind)
             return out, [out]
-        out = _apply_stateless(cell, h_in, training)
+        out = _apply_stateless(cell, h_in, training, kind)
         return out, [out[:, -1]]
     if kind == "generic":
         if hasattr(cell, "reset_dropout_mask"):

@@ -133,7 +133,7 @@ class SequenceLayer(LMUBase):
     # -- forward ------------------------------------------------------------------------------
     def select_mode(self, seq_len: int | None) -> str:
         """The mode a call with ``seq_len`` steps uses."""
-        stateful_hidden = self.hidden_kind not in (None, "stateless")
+        stateful_hidden = self.hidden_kind not in (None, "stateless", "dense")
         mode = select_mode(self.config_, stateful_hidden, seq_len)
         if mode != "recurrent" and seq_len is None:
             return "recurrent"  # the parallel modes need a static sequence length
@@ -179,11 +179,13 @@ class SequenceLayer(LMUBase):
             width = x.shape[-1] + (
                 self.hidden_output_size(self._built_input_d) if self.hidden_to_memory else 0
             )
-            mask = self._dropout_mask(ops.zeros((ops.shape(x)[0], width), x.dtype), self.dropout)
+            mask = self._draw_dropout_mask(
+                ops.zeros((ops.shape(x)[0], width), x.dtype), self.dropout
+            )
             x_mask = mask[:, : x.shape[-1]]
             h_mask = mask[:, x.shape[-1] :]
         if training and self.recurrent_dropout > 0 and self.memory_to_memory:
-            r_mask = self._dropout_mask(
+            r_mask = self._draw_dropout_mask(
                 ops.zeros((ops.shape(x)[0], self.memory_size), x.dtype), self.recurrent_dropout
             )
         return x_mask, h_mask, r_mask
@@ -293,7 +295,16 @@ class SequenceLayer(LMUBase):
         out = ops.transpose(ys[0], (1, 0, 2)) if self.return_sequences else final[0]
         return out, list(final[1:])
 
-    def compute_output_spec(self, inputs: Any, initial_state: Any = None, training: Any = None):
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        """Output shape(s) for an input shape (batch, time, features)."""
+        spec = self.compute_output_spec(keras.KerasTensor(tuple(input_shape)))
+        if isinstance(spec, list):
+            return tuple(tuple(s.shape) for s in spec)
+        return tuple(spec.shape)
+
+    def compute_output_spec(
+        self, inputs: Any, initial_state: Any = None, training: Any = None
+    ) -> Any:
         """Output shapes without running the layer."""
         shape = tuple(inputs.shape)
         if len(shape) != 3:

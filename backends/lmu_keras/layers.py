@@ -469,6 +469,6 @@ class LMUFeedforward(SequenceLayer):
     def select_mode(self, seq_len: int | None) -> str:
         """The mode a call uses ("fft" for a stateful hidden cell asked for last_state)."""
         mode = super().select_mode(seq_len)
-        if mode == "last_state" and self.hidden_kind not in (None, "stateless"):
+        if mode == "last_state" and self.hidden_kind not in (None, "stateless", "dense"):
             return "fft"
         return mode

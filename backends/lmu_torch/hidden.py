@@ -118,16 +118,23 @@ class NeutralHidden(nn.Module):
         w_ih, _, b_ih, _ = self._weights()
         return nnf.linear(inp, w_ih, b_ih)
 
+    def recurrent_weight(self) -> torch.Tensor:
+        """The recurrent weight, torch layout (gates * units, units)."""
+        return self.rnn.weight_hh_l0
+
     def step_projected(
-        self, gi: torch.Tensor, states: Sequence[torch.Tensor]
+        self,
+        gi: torch.Tensor,
+        states: Sequence[torch.Tensor],
+        gh: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, States]:
-        """One step given the input projection ``gi``."""
+        """One step given the input projection ``gi`` (and ``h @ W_hh^T`` if known)."""
         if self.kind == "dense":
             out = self.act(gi)
             return out, [out]
         _, w_hh, _, b_hh = self._weights()
         h = states[0]
-        gh = nnf.linear(h, w_hh, b_hh)
+        gh = nnf.linear(h, w_hh, b_hh) if gh is None else gh + b_hh
         u = self.units
         if self.kind == "simple_rnn":
             out = self.act(gi + gh)

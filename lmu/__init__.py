@@ -32,6 +32,7 @@ from .system import (
     lmu_matrices,
     truncation_length,
 )
+from .weights import export_weights, import_weights
 
 __all__ = [
     "Backend",
@@ -44,9 +45,11 @@ __all__ = [
     "__version__",
     "discretize",
     "euler_theta_bound",
+    "export_weights",
     "get_backend",
     "get_layer",
     "impulse_response",
+    "import_weights",
     "legendre_decoder",
     "legendre_system",
     "list_backends",

@@ -14,7 +14,7 @@ import importlib.util
 import os
 import threading
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .config import LMUConfig
@@ -117,6 +117,71 @@ class Backend:
         """
         cls: Any = self.layer_class(kind)
         return cls.from_lmu_config(config, **kwargs)
+
+    # -- adapters for lmu.export_weights / lmu.import_weights and lmu.testing ----------------
+    def _missing(self, what: str) -> NotImplementedError:
+        return NotImplementedError(
+            f"backend {self.name!r} does not implement {what} (needed by lmu.export_weights, "
+            "lmu.import_weights and the lmu.testing conformance kit)"
+        )
+
+    def owns(self, layer: Any) -> bool:
+        """Whether ``layer`` is one of this backend's layers.
+
+        The default compares top-level packages: the layer's class and this plugin object's
+        class must come from the same one (``lmu_torch.layers.LMU`` and
+        ``lmu_torch._plugin.TorchBackend``).  Override when they live apart.
+        """
+        mine = type(self).__module__.split(".")[0]
+        return type(layer).__module__.split(".")[0] == mine
+
+    def layer_config(self, layer: Any) -> LMUConfig:
+        """The layer's validated :class:`lmu.LMUConfig`, with ``input_d`` filled in."""
+        raise self._missing("layer_config")
+
+    def export_weights(self, layer: Any) -> dict[str, Any]:
+        """The layer's weights in :mod:`lmu.reference`'s canonical names and layouts.
+
+        Returns a dict of str to float64 NumPy arrays: exactly the names
+        :func:`lmu.weights.canonical_shapes` lists for the layer's config.
+        """
+        raise self._missing("export_weights")
+
+    def import_weights(self, layer: Any, weights: Mapping[str, Any]) -> None:
+        """Load canonical weights (the inverse of :meth:`export_weights`).
+
+        Raises ValueError naming a missing or unexpected key or a wrong shape (expected and
+        got); :func:`lmu.weights.check_weights` does those checks.
+        """
+        raise self._missing("import_weights")
+
+    def run(
+        self, layer: Any, x: Any, initial_state: Sequence[Any] | None = None
+    ) -> tuple[Any, list[Any]]:
+        """Call the layer on NumPy input in inference mode; hand back NumPy arrays.
+
+        Parameters
+        ----------
+        layer : the backend's layer
+        x : ndarray, shape (batch, time, features)
+            Converted to the layer's dtype (float64 for a layer built with
+            :meth:`float64_kwargs`).  Not validated here: the layer's own errors must show.
+        initial_state : list of ndarray, optional
+            ``[memory, *hidden]``.
+
+        Returns
+        -------
+        outputs : ndarray
+            (batch, time, features) with return_sequences (and always for an LMUCell, stepped
+            over the time axis), else (batch, features).
+        states : list of ndarray
+            The final states ``[memory, *hidden]``.
+        """
+        raise self._missing("run")
+
+    def float64_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments that make :meth:`make_layer` build a float64 layer."""
+        raise self._missing("float64_kwargs")
 
     @property
     def LMUCell(self) -> type:  # noqa: N802 - mirrors the class name

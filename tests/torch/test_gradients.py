@@ -91,3 +91,33 @@ def test_theta_receives_gradient_in_every_parallel_mode() -> None:
         out, _ = layer(torch.randn(2, 9, 2, dtype=torch.float64))
         out.sum().backward()
         assert layer.theta_inv.grad is not None and torch.all(layer.theta_inv.grad != 0)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "linear", "sigmoid"])
+def test_gradcheck_simple_rnn_recurrence(activation: str) -> None:
+    from lmu_torch.recurrence import simple_rnn_sequence
+
+    P = torch.randn(2, 6, 3, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    R = (0.5 * torch.randn(3, 3, dtype=torch.float64)).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda *a: simple_rnn_sequence(*a, activation), (P, h0, R))
+
+
+@pytest.mark.parametrize("kind", ["simple_rnn", "gru", "lstm"])
+@pytest.mark.parametrize("mode", ["fft", "raw"])
+def test_gradcheck_projected_hidden(kind: str, mode: str) -> None:
+    layer = _layer(mode, hidden_cell={"type": kind, "units": 2}, trainable_theta=True)
+    x = torch.randn(1, 5, 2, dtype=torch.float64, requires_grad=True)
+    h0 = [torch.randn(1, n, dtype=torch.float64, requires_grad=True) for n in layer.state_sizes]
+    keep = ("theta_inv", "hidden_cell.rnn.weight_hh_l0", "hidden_cell.rnn.bias_hh_l0")
+    params = {
+        n: p.detach().clone().requires_grad_(True) for n, p in layer.named_parameters() if n in keep
+    }
+    names = list(params)
+
+    def fn(x: torch.Tensor, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        states, values = rest[: len(h0)], rest[len(h0) :]
+        out, state = functional_call(layer, dict(zip(names, values, strict=True)), (x, states))
+        return (out, *state)
+
+    assert torch.autograd.gradcheck(fn, (x, *h0, *params.values()))

@@ -43,7 +43,7 @@ class _SimpleRNN(torch.autograd.Function):
     def forward(  # type: ignore[override]
         ctx: Any, P: torch.Tensor, h0: torch.Tensor, R: torch.Tensor, act: str
     ) -> torch.Tensor:
-        Pt = P.transpose(0, 1)  # (T, batch, k)
+        Pt = P.transpose(0, 1).contiguous()  # (T, batch, k)
         T = Pt.shape[0]
         hs = torch.empty(Pt.shape, dtype=P.dtype, device=P.device)
         h = h0
@@ -58,7 +58,7 @@ class _SimpleRNN(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
         hs, h0, R = ctx.saved_tensors
-        gt = grad.transpose(0, 1)
+        gt = grad.transpose(0, 1).contiguous()
         T = hs.shape[0]
         dA = torch.empty_like(hs)
         dh = torch.zeros_like(h0)

@@ -144,7 +144,7 @@ def _delay_task(seed: int, quick: bool) -> DemoTask:
     theta, r, order = 100, 0.5, 16
     delay = int(round(r * theta))
     length = 300 if quick else 400
-    n_train, n_test = (64, 16) if quick else (256, 32)
+    n_train, n_test = (192, 16) if quick else (256, 32)
     x_train, y_train = delay_task(n_train, length, delay, cutoff=0.05, seed=seed)
     x_test, y_test = delay_task(n_test, length, delay, cutoff=0.05, seed=seed + 10_000)
     config = LMUConfig(
@@ -161,9 +161,9 @@ def _delay_task(seed: int, quick: bool) -> DemoTask:
         y_train=y_train,
         x_test=x_test,
         y_test=y_test,
-        epochs=10 if quick else 20,
+        epochs=8 if quick else 20,
         batch_size=16,
-        learning_rate=0.01,
+        learning_rate=0.03,
         baselines={"predict zero": np.zeros_like(y_test), "copy the current input": x_test},
         score_from=theta,
     )
@@ -514,7 +514,7 @@ def run_demo(
         spec = dataclasses.replace(spec, epochs=int(epochs))
     name, glue = load_backend_demo(backend)
     framework = _framework_version(glue, name)
-    has_mpl = importlib.util.find_spec("matplotlib") is not None
+    has_mpl = _has_module("matplotlib")
     if plot and not has_mpl:
         print(
             "note: matplotlib is not installed, so no plot will be written "
@@ -652,3 +652,10 @@ def write_plot(result: DemoResult, path: str | os.PathLike[str]) -> None:
     ax.set_xlabel("k (steps)")
     ax.legend(fontsize="x-small", ncols=2)
     fig.savefig(os.fspath(path), dpi=100)
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False

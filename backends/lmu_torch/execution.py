@@ -19,7 +19,6 @@ from .base import LMUBase
 from .convolution import conv_fft, conv_last, conv_raw, fft_length
 from .discrete import free_response
 from .hidden import NeutralHidden
-from .recurrence import SUPPORTED, simple_rnn_sequence
 
 __all__ = ["check_input", "memory_context", "run_parallel", "run_recurrent"]
 
@@ -290,10 +289,6 @@ def _run_projected(
         if states is not None
         else [torch.zeros(batch, n, dtype=dtype, device=device) for n in module.state_sizes]
     )
-    if module.kind == "simple_rnn" and module.activation in SUPPORTED:
-        _, w_hh, _, b_hh = module._weights()
-        seq = simple_rnn_sequence(gi + b_hh, h[0], w_hh.T, module.activation)
-        return (seq if keep_all else seq[:, -1]), [m_last, seq[:, -1]]
     outs = []
     for g in gi.unbind(1):
         o, h = module.step_projected(g, h)

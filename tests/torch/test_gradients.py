@@ -93,16 +93,6 @@ def test_theta_receives_gradient_in_every_parallel_mode() -> None:
         assert layer.theta_inv.grad is not None and torch.all(layer.theta_inv.grad != 0)
 
 
-@pytest.mark.parametrize("activation", ["tanh", "relu", "linear", "sigmoid"])
-def test_gradcheck_simple_rnn_recurrence(activation: str) -> None:
-    from lmu_torch.recurrence import simple_rnn_sequence
-
-    P = torch.randn(2, 6, 3, dtype=torch.float64, requires_grad=True)
-    h0 = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
-    R = (0.5 * torch.randn(3, 3, dtype=torch.float64)).requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda *a: simple_rnn_sequence(*a, activation), (P, h0, R))
-
-
 @pytest.mark.parametrize("kind", ["simple_rnn", "gru", "lstm"])
 @pytest.mark.parametrize("mode", ["fft", "raw"])
 def test_gradcheck_projected_hidden(kind: str, mode: str) -> None:

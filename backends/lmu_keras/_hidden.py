@@ -19,8 +19,14 @@ from typing import Any
 import keras
 from keras import ops
 
+try:
+    from keras.src.backend import rnn as _backend_rnn
+except ImportError:  # pragma: no cover - other Keras layouts
+    _backend_rnn = None
+
 __all__ = [
     "classify",
+    "time_loop",
     "input_projection",
     "make_hidden_cell",
     "output_size",
@@ -34,6 +40,46 @@ _FAST = {
     keras.layers.GRUCell: "gru",
     keras.layers.LSTMCell: "lstm",
 }
+
+
+def time_loop(
+    step: Callable[[list[Any], list[Any]], tuple[Any, list[Any]]],
+    inputs: list[Any],
+    states: list[Any],
+    return_sequences: bool,
+) -> tuple[Any, list[Any]]:
+    """Loop ``step(inputs_t, states) -> (output, states)`` over axis 1 of ``inputs``.
+
+    Uses Keras' own RNN loop (``keras.src.backend.rnn``: tf.while_loop, lax.scan or a Python
+    loop, the one keras.layers.RNN uses), falling back to ``keras.ops.scan``.
+
+    Returns
+    -------
+    outputs : tensor
+        (batch, time, features) with return_sequences, else the last output.
+    states : list of tensor
+        The final states.
+    """
+    if _backend_rnn is not None:
+        last, outputs, final = _backend_rnn(
+            lambda x_t, s: step(list(x_t), list(s)),
+            list(inputs),
+            list(states),
+            input_length=inputs[0].shape[1],
+            return_all_outputs=return_sequences,
+        )
+        return (outputs if return_sequences else last), list(final)
+
+    def body(carry: list[Any], xs: list[Any]) -> tuple[list[Any], list[Any]]:
+        out, new = step(list(xs), list(carry[1:]))
+        nxt = [out, *new]
+        return nxt, nxt
+
+    seqs = [ops.transpose(x, (1, 0) + tuple(range(2, len(x.shape)))) for x in inputs]
+    out0, _ = step([x[0] for x in seqs], list(states))
+    final, ys = ops.scan(body, [ops.zeros_like(out0), *states], seqs)
+    out = ops.transpose(ys[0], (1, 0, 2)) if return_sequences else final[0]
+    return out, list(final[1:])
 
 
 def make_hidden_cell(spec: Mapping[str, Any], dtype: Any, name: str | None = None) -> Any:
@@ -125,38 +171,46 @@ def input_projection(cell: Any, kind: str, x: Any, rows: slice | None = None) ->
     """``x @ kernel[rows]`` (+ the input bias when ``rows`` starts at 0 or is None)."""
     kernel = cell.kernel if rows is None else cell.kernel[rows]
     z = ops.matmul(x, ops.cast(kernel, x.dtype))
-    if cell.use_bias and (rows is None or not rows.start):
+    if cell.use_bias and (rows is None or not rows.start):  # the bias goes with the first rows
         bias = cell.bias[0] if kind == "gru" else cell.bias
         z = z + ops.cast(bias, x.dtype)
     return z
 
 
-def _fast_update(cell: Any, kind: str, z: Any, states: list[Any]) -> tuple[Any, list[Any]]:
-    """One step of a Keras SimpleRNN/GRU/LSTM cell from its input projection ``z``."""
-    h = states[0]
-    R = ops.cast(cell.recurrent_kernel, z.dtype)
-    act = activation(cell.activation)
-    if kind == "simple_rnn":
-        out = act(z + ops.matmul(h, R))
+class _Fast:
+    """A Keras SimpleRNN/GRU/LSTM cell's weights and activations, read once per call."""
+
+    def __init__(self, cell: Any, kind: str, dtype: Any) -> None:
+        self.kind = kind
+        self.R = ops.cast(cell.recurrent_kernel, dtype)
+        self.act = activation(cell.activation)
+        self.ra = activation(getattr(cell, "recurrent_activation", None) or (lambda v: v))
+        self.rec_bias = None
+        if kind == "gru" and cell.use_bias:
+            self.rec_bias = ops.cast(cell.bias[1], dtype)
+
+    def update(self, z: Any, states: list[Any]) -> tuple[Any, list[Any]]:
+        """One step from the input projection ``z`` (input bias included)."""
+        h = states[0]
+        if self.kind == "simple_rnn":
+            out = self.act(z + ops.matmul(h, self.R))
+            return out, [out]
+        if self.kind == "lstm":
+            z = z + ops.matmul(h, self.R)
+            i, f, g, o = ops.split(z, 4, axis=-1)
+            c = self.ra(f) * states[1] + self.ra(i) * self.act(g)
+            out = self.ra(o) * self.act(c)
+            return out, [out, c]
+        hz = ops.matmul(h, self.R)
+        if self.rec_bias is not None:
+            hz = hz + self.rec_bias
+        xz_, xr, xh = ops.split(z, 3, axis=-1)
+        hz_, hr, hh = ops.split(hz, 3, axis=-1)
+        zg = self.ra(xz_ + hz_)
+        r = self.ra(xr + hr)
+        cand = self.act(xh + r * hh)
+        out = zg * h + (1.0 - zg) * cand
         return out, [out]
-    if kind == "lstm":
-        z = z + ops.matmul(h, R)
-        i, f, g, o = ops.split(z, 4, axis=-1)
-        ra = activation(cell.recurrent_activation)
-        c = ra(f) * states[1] + ra(i) * act(g)
-        out = ra(o) * act(c)
-        return out, [out, c]
-    hz = ops.matmul(h, R)
-    if cell.use_bias:
-        hz = hz + ops.cast(cell.bias[1], z.dtype)
-    xz_, xr, xh = ops.split(z, 3, axis=-1)
-    hz_, hr, hh = ops.split(hz, 3, axis=-1)
-    ra = activation(cell.recurrent_activation)
-    zg = ra(xz_ + hz_)
-    r = ra(xr + hr)
-    cand = act(xh + r * hh)
-    out = zg * h + (1.0 - zg) * cand
-    return out, [out]
 
 
 def _dense(cell: Any, x: Any) -> Any:
@@ -177,12 +231,22 @@ def _apply_stateless(cell: Any, x: Any, training: Any, kind: str = "stateless") 
     return ops.reshape(out, (shape[0], shape[1], out.shape[-1]))
 
 
-def step_fn(cell: Any, kind: str | None, training: Any) -> Callable[..., tuple[Any, list[Any]]]:
+def step_fn(
+    cell: Any, kind: str | None, training: Any, dtype: Any = None, rows: int | None = None
+) -> Callable[..., tuple[Any, list[Any]]]:
     """``step(h_in, states, z=None) -> (output, states)`` for one time step.
 
-    ``z`` is an optional part of the input projection computed outside the loop (fast kinds
-    only): it is added to ``h_in @ kernel[:h_in features]``.
+    Weights are read (and sliced) here, once, outside any loop.  ``z`` is an optional part of
+    the input projection computed outside the loop (fast kinds only, with ``rows`` the number
+    of ``h_in`` features): it is added to ``h_in @ kernel[:rows]``.
     """
+    fast = None
+    kernel = bias = None
+    if kind in ("simple_rnn", "gru", "lstm"):
+        fast = _Fast(cell, kind, dtype)
+        kernel = ops.cast(cell.kernel if rows is None else cell.kernel[:rows], dtype)
+        if cell.use_bias:
+            bias = ops.cast(cell.bias[0] if kind == "gru" else cell.bias, dtype)
 
     def step(h_in: Any, states: list[Any], z: Any = None) -> tuple[Any, list[Any]]:
         if kind is None:
@@ -193,9 +257,10 @@ def step_fn(cell: Any, kind: str | None, training: Any) -> Callable[..., tuple[A
         if kind == "generic":
             out, new = cell(h_in, states, training=training)
             return out, list(new) if isinstance(new, (list, tuple)) else [new]
-        rows = slice(0, h_in.shape[-1])
-        proj = input_projection(cell, kind, h_in, rows if z is not None else None)
-        return _fast_update(cell, kind, proj if z is None else proj + z, states)
+        proj = ops.matmul(h_in, kernel)
+        if bias is not None:
+            proj = proj + bias
+        return fast.update(proj if z is None else proj + z, states)
 
     return step
 
@@ -226,28 +291,20 @@ def run_sequence(
             cell.reset_dropout_mask()
             cell.reset_recurrent_dropout_mask()
 
-        def body(carry: Any, x_t: Any) -> tuple[Any, Any]:
-            out, new = cell(x_t, list(carry[1:]), training=training)
-            new = list(new) if isinstance(new, (list, tuple)) else [new]
-            nxt = [out, *new]
-            return nxt, nxt
+        def generic_step(xs: list[Any], st: list[Any]) -> tuple[Any, list[Any]]:
+            out, new = cell(xs[0], st, training=training)
+            return out, list(new) if isinstance(new, (list, tuple)) else [new]
 
-        seq = ops.transpose(h_in, (1, 0, 2))
-        zero_out = ops.zeros((ops.shape(h_in)[0], output_size(cell, kind)), dtype=h_in.dtype)
-        init = [zero_out, *states]
-        final, ys = ops.scan(body, init, seq)
+        out, final = time_loop(generic_step, [h_in], list(states), return_sequences)
         if hasattr(cell, "reset_dropout_mask"):
             cell.reset_dropout_mask()
             cell.reset_recurrent_dropout_mask()
-        out = ops.transpose(ys[0], (1, 0, 2)) if return_sequences else final[0]
-        return out, list(final[1:])
+        return out, final
     # fast Keras cells: all input projections in one matmul, then the recurrence
-    z = ops.transpose(input_projection(cell, kind, h_in), (1, 0, 2))  # (T, B, units*gates)
+    z = input_projection(cell, kind, h_in)  # (B, T, units * gates)
+    fast = _Fast(cell, kind, h_in.dtype)
 
-    def fast_body(carry: Any, z_t: Any) -> tuple[Any, Any]:
-        _, new = _fast_update(cell, kind, z_t, list(carry))
-        return new, new
+    def fast_step(xs: list[Any], st: list[Any]) -> tuple[Any, list[Any]]:
+        return fast.update(xs[0], st)
 
-    final, ys = ops.scan(fast_body, list(states), z)
-    out = ops.transpose(ys[0], (1, 0, 2)) if return_sequences else final[0]
-    return out, list(final)
+    return time_loop(fast_step, [z], list(states), return_sequences)

@@ -15,7 +15,7 @@ from keras import ops
 
 from ._system import DiscreteSystem
 
-__all__ = ["memory_fft", "memory_last", "memory_raw", "memory_step"]
+__all__ = ["free_last", "memory_fft", "memory_last", "memory_raw", "memory_step"]
 
 #: Complex elements (batch * memory_d * order block * frequencies) per FFT block.
 FFT_BLOCK_ELEMENTS = 2**24
@@ -36,12 +36,16 @@ def memory_last(u: Any, system: DiscreteSystem, m0: Any = None) -> Any:
     else:
         m = ops.einsum("btd,dti->bdi", u, H)
     if m0 is not None:
-        P = system.power(T)
-        if system.groups == 1:
-            m = m + ops.einsum("bdj,ij->bdi", m0, P[0])
-        else:
-            m = m + ops.einsum("bdj,dij->bdi", m0, P)
+        m = m + free_last(m0, system, T)
     return m
+
+
+def free_last(m0: Any, system: DiscreteSystem, T: int) -> Any:
+    """``Ad**T m0``: what an initial memory ``(batch, memory_d, order)`` becomes after T steps."""
+    P = system.power(T)
+    if system.groups == 1:
+        return ops.einsum("bdj,ij->bdi", m0, P[0])
+    return ops.einsum("bdj,dij->bdi", m0, P)
 
 
 def _next_pow2(n: int) -> int:

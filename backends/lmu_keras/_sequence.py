@@ -16,7 +16,7 @@ from lmu.config import select_mode
 
 from . import _hidden
 from ._base import LMUBase
-from ._memory import memory_fft, memory_last, memory_raw, memory_step
+from ._memory import free_last, memory_fft, memory_last, memory_raw, memory_step
 
 __all__ = ["SequenceLayer"]
 
@@ -195,22 +195,34 @@ class SequenceLayer(LMUBase):
     ) -> tuple[Any, list[Any]]:
         system = self._system()
         x_mask, _, _ = self._input_masks(x, training)
+        md, n = self.memory_d, self.order
+        batch = ops.shape(x)[0]
+        m0 = None if states is None else ops.reshape(states[0], (-1, md, n))
+        h0 = self._zero_states(x)[1:] if states is None else states[1:]
+        input_first = system.groups == 1 and (self.kernel is None or x.shape[-1] <= md)
+        if mode == "last_state" and input_first:
+            # contract the input with the impulse response first, then apply the kernel: the
+            # same forward cost, and no time-long gradient for the kernel
+            z = memory_last(x, system)  # (B, input_d, n)
+            if x_mask is not None:
+                z = z * x_mask[:, :, None]
+            m_last = (
+                z if self.kernel is None else ops.einsum("bci,cd->bdi", z, self._w(self.kernel))
+            )
+            if self.bias is not None:
+                h_sum = ops.sum(system.impulse(x.shape[1])[0], axis=0)
+                m_last = m_last + self._w(self.bias)[None, :, None] * h_sum[None, None, :]
+            if m0 is not None:
+                m_last = m_last + free_last(m0, system, x.shape[1])
+            return self._last_state_output(ops.reshape(m_last, (batch, md * n)), x, h0, training)
         u = x if x_mask is None else x * x_mask[:, None, :]
         if self.kernel is not None:
             u = ops.matmul(u, self._w(self.kernel))
         if self.bias is not None:
             u = u + self._w(self.bias)
-        batch = ops.shape(x)[0]
-        md, n = self.memory_d, self.order
-        m0 = None if states is None else ops.reshape(states[0], (-1, md, n))
-        h0 = self._zero_states(x)[1:] if states is None else states[1:]
         if mode == "last_state":
             m_last = ops.reshape(memory_last(u, system, m0), (batch, md * n))
-            h_in = ops.concatenate([m_last, x[:, -1]], axis=-1) if self.input_to_hidden else m_last
-            out, h = _hidden.run_sequence(
-                self.hidden_cell, self.hidden_kind, h_in[:, None], h0, training, False
-            )
-            return out, [m_last, *h]
+            return self._last_state_output(m_last, x, h0, training)
         if mode == "fft":
             m = memory_fft(u, system, m0)
         else:
@@ -222,6 +234,15 @@ class SequenceLayer(LMUBase):
             self.hidden_cell, self.hidden_kind, h_in, h0, training, self.return_sequences
         )
         return out, [m[:, -1], *h]
+
+    def _last_state_output(
+        self, m_last: Any, x: Any, h0: list[Any], training: bool
+    ) -> tuple[Any, list[Any]]:
+        h_in = ops.concatenate([m_last, x[:, -1]], axis=-1) if self.input_to_hidden else m_last
+        out, h = _hidden.run_sequence(
+            self.hidden_cell, self.hidden_kind, h_in[:, None], h0, training, False
+        )
+        return out, [m_last, *h]
 
     def _run_recurrent(
         self, x: Any, states: list[Any] | None, training: bool
@@ -247,22 +268,22 @@ class SequenceLayer(LMUBase):
         xh = None
         if fast and self.input_to_hidden:
             xh = _hidden.input_projection(cell, kind, x, slice(self.memory_size, None))
-        step = _hidden.step_fn(cell, kind, training)
+        step = _hidden.step_fn(
+            cell, kind, training, x.dtype, self.memory_size if xh is not None else None
+        )
+        k_h = kernel[in_d:] if (kernel is not None and self.hidden_to_memory) else None
         if states is None:
             states = self._zero_states(x)
-        out0 = ops.zeros((ops.shape(x)[0], self.hidden_output_size(in_d)), x.dtype)
-        if kind is None:
-            out0 = states[0]
         h2m, m2m, i2h = self.hidden_to_memory, self.memory_to_memory, self.input_to_hidden
 
-        def body(carry: list[Any], xs: list[Any]) -> tuple[list[Any], list[Any]]:
-            _, m, *h = carry
+        def body(xs: list[Any], st: list[Any]) -> tuple[Any, list[Any]]:
+            m, h = st[0], st[1:]
             xk_t, x_t = xs[0], xs[1]
             u = xk_t
             if h2m:
                 hh = h[0] if h_mask is None else h[0] * h_mask
                 if kernel is not None:
-                    u = u + ops.matmul(hh, kernel[in_d:])
+                    u = u + ops.matmul(hh, k_h)
                 else:
                     u = ops.concatenate([u, hh], axis=-1)
                     if bias is not None:
@@ -275,25 +296,21 @@ class SequenceLayer(LMUBase):
             m3 = memory_step(ops.reshape(m, (-1, md, n)), u, system, Ad_T)
             m = ops.reshape(m3, (-1, md * n))
             if kind is None:
-                return [m, m], [m, m]
+                return m, [m]
             z = xs[2] if xh is not None else None
             h_in = ops.concatenate([m, x_t], axis=-1) if (i2h and z is None) else m
             out, h = step(h_in, list(h), z)
-            nxt = [out, m, *h]
-            return nxt, nxt
+            return out, [m, *h]
 
-        seqs = [ops.transpose(xk, (1, 0, 2)), ops.transpose(x, (1, 0, 2))]
-        if xh is not None:
-            seqs.append(ops.transpose(xh, (1, 0, 2)))
+        seqs = [xk, x] + ([xh] if xh is not None else [])
         if cell is not None and hasattr(cell, "reset_dropout_mask"):
             cell.reset_dropout_mask()
             cell.reset_recurrent_dropout_mask()
-        final, ys = ops.scan(body, [out0, *states], seqs)
+        out, final = _hidden.time_loop(body, seqs, list(states), self.return_sequences)
         if cell is not None and hasattr(cell, "reset_dropout_mask"):
             cell.reset_dropout_mask()
             cell.reset_recurrent_dropout_mask()
-        out = ops.transpose(ys[0], (1, 0, 2)) if self.return_sequences else final[0]
-        return out, list(final[1:])
+        return out, final
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         """Output shape(s) for an input shape (batch, time, features)."""

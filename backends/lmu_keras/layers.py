@@ -197,7 +197,8 @@ class LMUCell(DropoutRNNCell, LMUBase):
         if self.hidden_cell is None:
             return m, [m]
         h_in = ops.concatenate([m, x], axis=-1) if self.input_to_hidden else m
-        out, h = _hidden.step_fn(self.hidden_cell, self.hidden_kind, training)(h_in, list(h))
+        step = _hidden.step_fn(self.hidden_cell, self.hidden_kind, training, x.dtype)
+        out, h = step(h_in, list(h))
         return out, [m, *h]
 
     def reset_dropout_mask(self) -> None:

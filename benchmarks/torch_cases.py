@@ -72,8 +72,14 @@ def build(case: str, impl: str, device: str = "cpu") -> tuple[Callable[[], None]
     seq = layer.config.return_sequences
     shape = (dims["batch"], dims["steps"], dims["head"]) if seq else (dims["batch"], dims["head"])
     y = torch.randn(*shape, generator=gen).to(device)
-    params = list(layer.parameters()) + list(head.parameters())
-    opt = torch.optim.Adam(params, lr=1e-3)
+    # theta_inv is about 1/784: Adam's lr=1e-3 would make it negative within two steps, so it
+    # gets a step size in proportion (keras-lmu has the same parameter and the same problem).
+    theta = [p for n, p in layer.named_parameters() if n == "theta_inv"]
+    others = [p for n, p in layer.named_parameters() if n != "theta_inv"]
+    groups: list[dict[str, Any]] = [{"params": others + list(head.parameters())}]
+    if theta:
+        groups.append({"params": theta, "lr": 1e-6})
+    opt = torch.optim.Adam(groups, lr=1e-3)
     loss_fn = nn.MSELoss()
 
     def train_step() -> None:

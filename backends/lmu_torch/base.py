@@ -276,11 +276,16 @@ class LMUBase(nn.Module):
 
     def impulse(self, length: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """The impulse response, shape (n, length, order)."""
+        c = self.config
+        if c.trainable_theta and not (c.trainable_A or c.trainable_B) and c.discretizer == "zoh":
+            f64 = {"dtype": torch.float64, "device": device}
+            A, B = (torch.tensor(v, **f64) for v in lmu.system.legendre_system(c.order))
+            H = discrete.zoh_impulse_response(self.theta_inv.to(**f64), A, B, length)
+            return H.to(dtype)
         if self.trainable_system:
             Ad, Bd = self._trainable_matrices(device)
             return discrete.impulse_response(Ad, Bd, length).to(dtype)
         thetas = self._fixed_thetas()
-        c = self.config
 
         def make() -> torch.Tensor:
             H = discrete.fixed_impulse_response(c.order, thetas, c.discretizer, length)

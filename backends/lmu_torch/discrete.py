@@ -12,14 +12,17 @@ from __future__ import annotations
 import functools
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from typing import Any
 
 import numpy as np
 import torch
+from torch.autograd.function import once_differentiable
 
 import lmu.system
 
 __all__ = [
     "TensorCache",
+    "zoh_impulse_response",
     "discretize",
     "fixed_impulse_response",
     "fixed_matrices",
@@ -172,3 +175,50 @@ def free_response(Ad: torch.Tensor, m0: torch.Tensor, length: int) -> torch.Tens
         if k < length:
             power = power @ power
     return F
+
+
+class _ZohImpulse(torch.autograd.Function):
+    """Zero-order-hold impulse response as a function of theta_inv alone (A, B fixed).
+
+    With ``Ad = exp(s A)`` and ``Bd = A^-1 (Ad - I) B`` (s = theta_inv), ``H[k] = A^-1 (e_{k+1} -
+    e_k)`` where ``e_k = Ad^k B``, so ``dH[k]/ds = (k + 1) e_{k+1} - k e_k
+    = B + A (S_k + k H[k])`` with ``S_k = H[0] + ... + H[k]``.  The backward pass is then one
+    matmul with A and a cumulative sum instead of differentiating through the matrix
+    exponential and the doubling.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, theta_inv: torch.Tensor, A: torch.Tensor, B: torch.Tensor, length: int
+    ) -> torch.Tensor:
+        with torch.no_grad():
+            Ad, Bd = discretize(A, B, theta_inv, "zoh")
+            H = impulse_response(Ad, Bd, length)
+        ctx.save_for_backward(H, A, B)
+        ctx.scalar = theta_inv.dim() == 0
+        return H
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        H, A, B = ctx.saved_tensors
+        k = torch.arange(H.shape[1], dtype=H.dtype, device=H.device)[None, :, None]
+        term = torch.cumsum(H, dim=1) + k * H  # (n, T, order)
+        # <G[k], B + A term_k> = <G[k], B> + <A^T G[k], term_k>
+        g = (grad * B.reshape(1, 1, -1)).sum(dim=(1, 2)) + ((grad @ A) * term).sum(dim=(1, 2))
+        return (g[0] if ctx.scalar else g), None, None, None
+
+
+def zoh_impulse_response(
+    theta_inv: torch.Tensor, A: torch.Tensor, B: torch.Tensor, length: int
+) -> torch.Tensor:
+    """Impulse response (n, length, order) of the zoh system, differentiable in theta_inv.
+
+    Parameters
+    ----------
+    theta_inv : Tensor, shape () or (n,)
+    A, B : Tensor
+        The continuous system, (order, order) and (order,) or (order, 1), not trained.
+    length : int
+    """
+    return _ZohImpulse.apply(theta_inv, A, B.reshape(-1), length)

@@ -51,14 +51,26 @@ def test_gradcheck_inputs_and_state(mode: str) -> None:
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("discretizer", ["zoh", "bilinear", "euler"])
-def test_gradcheck_theta_a_b(mode: str, discretizer: str) -> None:
-    theta = (3.5, 6.0) if discretizer != "euler" else (12.0, 15.0)
+@pytest.mark.parametrize(
+    ("discretizer", "which", "per_dim"),
+    [
+        ("zoh", "theta", True),
+        ("zoh", "theta", False),
+        ("zoh", "all", True),
+        ("bilinear", "all", False),
+        ("euler", "all", True),
+    ],
+)
+def test_gradcheck_theta_a_b(mode: str, discretizer: str, which: str, per_dim: bool) -> None:
+    theta: float | tuple[float, ...] = (3.5, 6.0) if discretizer != "euler" else (12.0, 15.0)
+    if not per_dim:
+        theta = theta[1]
+    both = which == "all"
     layer = _layer(
         mode,
         trainable_theta=True,
-        trainable_A=True,
-        trainable_B=True,
+        trainable_A=both,
+        trainable_B=both,
         discretizer=discretizer,
         theta=theta,
     )
@@ -110,4 +122,4 @@ def test_gradcheck_projected_hidden(kind: str, mode: str) -> None:
         out, state = functional_call(layer, dict(zip(names, values, strict=True)), (x, states))
         return (out, *state)
 
-    assert torch.autograd.gradcheck(fn, (x, *h0, *params.values()))
+    assert torch.autograd.gradcheck(fn, (x, *h0, *params.values()), fast_mode=True)

@@ -33,7 +33,7 @@ def test_learns_a_delayed_copy() -> None:
     model = torch.nn.ModuleDict({"lmu": lmu_layer, "head": torch.nn.Linear(8, 1)})
     opt = torch.optim.Adam(model.parameters(), lr=0.02)
     losses = []
-    for _ in range(150):
+    for _ in range(80):
         x = _smooth_signal(16, 80, gen)
         y = torch.nn.functional.pad(x, (0, 0, DELAY, 0))[:, :80]
         pred = model["head"](model["lmu"](x)[0])

@@ -19,7 +19,7 @@ import pytest
 import lmu
 import lmu.testing
 import lmu.weights
-from lmu import reference
+from lmu import _registry, reference
 from lmu.config import LMUConfig
 
 # -- the fake backend ---------------------------------------------------------------------------
@@ -174,8 +174,18 @@ class NoFeedforwardCheck(FakeBackend):
 
 BROKEN = (TransposedMemory, SwappedGates, IgnoresInitialState, LastStepAlways, Float32)
 ALL = (FakeBackend, *BROKEN, LenientInputs, LenientWeights, NoFeedforwardCheck)
-for _cls in ALL:
-    lmu.register_backend(_cls.name, _cls, clobber=True)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fake_backends() -> Any:
+    """Register the fake backends for this module's tests only."""
+    saved = dict(_registry._runtime)
+    for cls in ALL:
+        lmu.register_backend(cls.name, cls, clobber=True)
+    yield
+    _registry._runtime.clear()
+    _registry._runtime.update(saved)
+
 
 CASES = lmu.testing.conformance_cases()
 

@@ -128,17 +128,33 @@ def discretize(
 
 
 def impulse_response(Ad: torch.Tensor, Bd: torch.Tensor, length: int) -> torch.Tensor:
-    """Rows ``Ad^k Bd`` for k < length by doubling; shape (n, length, order)."""
+    """Rows ``Ad^k Bd`` for k < length; shape (n, length, order).
+
+    Doubling (``H[k:2k] = H[:k] (Ad^k)^T``) up to a block of L rows, then block by block
+    (``H[jL:(j+1)L] = H[(j-1)L:jL] (Ad^L)^T``): every squaring of Ad costs order^3, so
+    stopping them at L (at most 64 blocks) saves log2(length / L) of them.
+    """
+    block = max(16, 1 << max(0, int(-(-length // 64) - 1).bit_length()))
     H = Bd[:, None, :]
     power = Ad
     k = 1
-    while k < length:
+    while k < min(length, block):
         count = min(k, length - k)
         H = torch.cat([H, H[:, :count] @ power.transpose(1, 2)], dim=1)
         k += count
         if k < length:
             power = power @ power
-    return H
+    if k >= length:
+        return H
+    blocks = [H]
+    last = H
+    stepT = power.transpose(1, 2)  # (Ad^k)^T with k = block
+    while k < length:
+        count = min(k - (k - last.shape[1]), length - k)
+        last = last[:, :count] @ stepT
+        blocks.append(last)
+        k += count
+    return torch.cat(blocks, dim=1)
 
 
 def matrix_power(Ad: torch.Tensor, steps: int) -> torch.Tensor:

@@ -33,22 +33,47 @@ IMPLS: tuple[str, ...] = ("keras",) + (
     ("keras-lmu",) if importlib.util.find_spec("keras_lmu") is not None else ()
 )
 
-#: case -> (memory_d, order, theta, steps, batch, inputs, hidden, head, options)
+
+def _case(
+    memory_d: int,
+    steps: int,
+    batch: int,
+    inputs: int,
+    hidden: str | None,
+    head: int,
+    **options: Any,
+) -> dict[str, Any]:
+    return dict(
+        memory_d=memory_d,
+        order=256,
+        theta=784.0,
+        steps=steps,
+        batch=batch,
+        inputs=inputs,
+        hidden=hidden,
+        head=head,
+        options=options,
+    )
+
+
+#: case -> layer sizes, data sizes, hidden cell kind, head units and LMU options
 CASES: dict[str, dict[str, Any]] = {
-    "A": dict(memory_d=32, order=256, theta=784.0, steps=512, batch=16, inputs=32,
-              hidden=None, head=2, options={}),
-    "B": dict(memory_d=32, order=256, theta=784.0, steps=512, batch=16, inputs=32,
-              hidden=None, head=2, options={"return_sequences": True}),
-    "C": dict(memory_d=1, order=256, theta=784.0, steps=784, batch=100, inputs=1,
-              hidden="dense", head=10, options={}),
-    "D": dict(memory_d=1, order=256, theta=784.0, steps=784, batch=100, inputs=1,
-              hidden="simple_rnn", head=10, options={"input_to_hidden": True}),
-    "E": dict(memory_d=1, order=256, theta=784.0, steps=784, batch=100, inputs=1,
-              hidden="simple_rnn", head=10,
-              options={"input_to_hidden": True, "hidden_to_memory": True,
-                       "memory_to_memory": True}),
-    "F": dict(memory_d=1, order=256, theta=784.0, steps=784, batch=100, inputs=1,
-              hidden="dense", head=10, options={"trainable_theta": True}),
+    "A": _case(32, 512, 16, 32, None, 2),
+    "B": _case(32, 512, 16, 32, None, 2, return_sequences=True),
+    "C": _case(1, 784, 100, 1, "dense", 10),
+    "D": _case(1, 784, 100, 1, "simple_rnn", 10, input_to_hidden=True),
+    "E": _case(
+        1,
+        784,
+        100,
+        1,
+        "simple_rnn",
+        10,
+        input_to_hidden=True,
+        hidden_to_memory=True,
+        memory_to_memory=True,
+    ),
+    "F": _case(1, 784, 100, 1, "dense", 10, trainable_theta=True),
 }
 
 
@@ -81,7 +106,10 @@ def _model(case: str, impl: str) -> tuple[Any, Any]:
     mod = _module(impl)
     inp = keras.Input((spec["steps"], spec["inputs"]), batch_size=spec["batch"])
     layer = mod.LMU(
-        spec["memory_d"], spec["order"], spec["theta"], _hidden(spec["hidden"]),
+        spec["memory_d"],
+        spec["order"],
+        spec["theta"],
+        _hidden(spec["hidden"]),
         **spec["options"],
     )
     out = keras.layers.Dense(spec["head"])(layer(inp))

@@ -18,7 +18,7 @@ from ._system import DiscreteSystem
 __all__ = ["free_last", "memory_fft", "memory_last", "memory_raw", "memory_step"]
 
 #: Complex elements (batch * memory_d * order block * frequencies) per FFT block.
-FFT_BLOCK_ELEMENTS = 2**24
+FFT_BLOCK_ELEMENTS = 2**26
 
 
 def _with_free_response(m: Any, system: DiscreteSystem, m0: Any) -> Any:
@@ -48,22 +48,37 @@ def free_last(m0: Any, system: DiscreteSystem, T: int) -> Any:
     return ops.einsum("bdj,dij->bdi", m0, P)
 
 
-def _next_pow2(n: int) -> int:
-    return 1 << max(0, (n - 1).bit_length())
+def next_fast_len(n: int) -> int:
+    """The smallest 7-smooth integer >= n (an FFT length every backend handles quickly)."""
+    best = 1 << max(0, (n - 1).bit_length())
+    p7 = 1
+    while p7 < best:
+        p5 = p7
+        while p5 < best:
+            p3 = p5
+            while p3 < best:
+                p2 = p3
+                while p2 < n:
+                    p2 *= 2
+                best = min(best, p2)
+                p3 *= 3
+            p5 *= 5
+        p7 *= 7
+    return best
 
 
 def memory_fft(u: Any, system: DiscreteSystem, m0: Any = None) -> Any:
     """Every step's memory by FFT convolution, blocked over the order axis."""
     batch, T, md = ops.shape(u)[0], u.shape[1], u.shape[2]
     n = system.order
-    N = _next_pow2(2 * T - 1) if T > 1 else 2
+    N = next_fast_len(2 * T - 1) if T > 1 else 2
     F = N // 2 + 1
     ur, ui = ops.rfft(ops.transpose(u, (0, 2, 1)), fft_length=N)  # (B, md, F)
     ur, ui = ur[:, :, None, :], ui[:, :, None, :]
-    H = system.impulse(T)  # (G, T, n)
-    hr, hi = ops.rfft(ops.transpose(H, (0, 2, 1)), fft_length=N)  # (G, n, F)
+    hr, hi = system.impulse_fft(T, N)  # (G, n, F)
     b_static = batch if isinstance(batch, int) else 64
     block = max(1, min(n, FFT_BLOCK_ELEMENTS // max(1, b_static * md * F)))
+    block = -(-n // -(-n // block))  # equal blocks
     parts = []
     for start in range(0, n, block):
         br, bi = hr[:, start : start + block], hi[:, start : start + block]

@@ -27,6 +27,7 @@ __all__ = [
     "doubling",
     "expm",
     "fixed_impulse",
+    "fixed_impulse_fft",
     "fixed_matrices",
     "fixed_power",
 ]
@@ -52,6 +53,16 @@ def fixed_impulse(
     if tol is not None:
         H = H[:, : truncation_length(H, tol)]
     return H
+
+
+@functools.lru_cache(maxsize=32)
+def fixed_impulse_fft(
+    order: int, thetas: tuple[float, ...], discretizer: str, length: int, fft_length: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy rfft (real, imaginary) of the impulse response along time, ``(G, order, F)``."""
+    H = fixed_impulse(order, thetas, discretizer, length)
+    Hf = np.fft.rfft(np.transpose(H, (0, 2, 1)), n=fft_length, axis=-1)
+    return Hf.real.copy(), Hf.imag.copy()
 
 
 @functools.lru_cache(maxsize=32)
@@ -241,6 +252,19 @@ class DiscreteSystem:
             K = fixed_impulse(self.order, self.thetas, self.discretizer, length, tol).shape[1]
             H = H[:, :K]
         return H
+
+    def impulse_fft(self, length: int, fft_length: int) -> tuple[Any, Any]:
+        """Real and imaginary parts of the impulse response's rfft, ``(G, order, F)`` each."""
+        if not self.trainable:
+            hr, hi = fixed_impulse_fft(
+                self.order, self.thetas, self.discretizer, length, fft_length
+            )
+            return (
+                ops.convert_to_tensor(hr, dtype=self.dtype),
+                ops.convert_to_tensor(hi, dtype=self.dtype),
+            )
+        H = self.impulse(length)
+        return ops.rfft(ops.transpose(H, (0, 2, 1)), fft_length=fft_length)
 
     def power(self, k: int) -> Any:
         """``Ad**k`` per group ``(G, order, order)``."""

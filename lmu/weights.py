@@ -162,7 +162,7 @@ def check_weights(
             problems.append(f"weight {name!r} has non-finite values")
         out[name] = arr
     if problems:
-        raise ValueError(f"cannot load weights into {where}: " + "; ".join(problems))
+        raise ValueError(f"the weights do not fit {where}: " + "; ".join(problems))
     return out
 
 
@@ -251,7 +251,8 @@ def export_weights(layer: Any, backend: str | Backend | None = None) -> dict[str
     if config.input_d is None:  # pragma: no cover - backends fill input_d in
         raise ValueError(f"backend {impl.name!r} did not report the layer's input_d")
     expected = canonical_shapes(config, config.input_d)
-    weights = check_weights(weights, expected, f"the export of backend {impl.name!r}")
+    where = f"the layer's config (a bug in backend {impl.name!r}'s export_weights)"
+    weights = check_weights(weights, expected, where)
     return {
         "format": FORMAT,
         "backend": impl.name,
@@ -272,7 +273,7 @@ def _check_config(exported: Mapping[str, Any], config: LMUConfig) -> None:
             diffs.append(f"{name}={a!r} in the weights, {b!r} in the layer")
     if (other.kernel_initializer is None) != (config.kernel_initializer is None):
         diffs.append("one has an input kernel and the other not (kernel_initializer=None)")
-    if not config.trainable_theta and other.thetas != config.thetas:
+    if not config.trainable_theta and not np.allclose(other.thetas, config.thetas, rtol=1e-12):
         diffs.append(f"theta={other.theta!r} in the weights, {config.theta!r} in the layer")
     if diffs:
         raise ValueError("the exported config does not match the layer: " + "; ".join(diffs))

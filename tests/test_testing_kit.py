@@ -469,3 +469,17 @@ def test_import_lmu_does_not_import_the_kit() -> None:
     code = "import sys, lmu; print('pytest' in sys.modules, 'lmu.testing' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_a_non_canonical_export_is_refused() -> None:
+    class ExportsTorchNames(FakeBackend):
+        name = "fake-torch-names"
+
+        def export_weights(self, layer: Any) -> dict[str, np.ndarray]:
+            w = super().export_weights(layer)
+            w["weight_ih_l0"] = w.pop("hidden_kernel").T
+            return w
+
+    layer = _layer()
+    with pytest.raises(ValueError, match="bug in backend 'fake-torch-names'.*'hidden_kernel'"):
+        lmu.export_weights(layer, backend=ExportsTorchNames())

@@ -16,7 +16,7 @@ from torch.autograd.function import once_differentiable
 __all__ = ["FFT_BLOCK_ELEMENTS", "conv_fft", "conv_last", "conv_raw", "fft_length"]
 
 #: Complex elements of one block of the FFT product; bounds the transient memory.
-FFT_BLOCK_ELEMENTS = 1 << 23
+FFT_BLOCK_ELEMENTS = 1 << 21
 
 
 def fft_length(n: int) -> int:
@@ -73,21 +73,26 @@ def conv_raw(u: torch.Tensor, H: torch.Tensor) -> torch.Tensor:
 
 
 class _FFTConv(torch.autograd.Function):
-    """Blocked FFT convolution with a hand-written backward that saves only u and H."""
+    """Blocked FFT convolution with a hand-written backward that saves only u and H.
+
+    The transforms run along the last, contiguous axis ((batch, memory_d, order, time)
+    layout); blocks of the order axis bound the complex intermediates, and each block is
+    transposed once into the (batch, time, memory_d, order) output.
+    """
 
     @staticmethod
     def forward(ctx: Any, u: torch.Tensor, H: torch.Tensor, block: int) -> torch.Tensor:  # type: ignore[override]
         batch, T, md = u.shape
         n, K, order = H.shape
         nfft = fft_length(T + K - 1)
-        Uf = torch.fft.rfft(u, n=nfft, dim=1)[..., None]  # (b, Fr, md, 1)
-        Hf = torch.fft.rfft(H, n=nfft, dim=1).transpose(0, 1)  # (Fr, n, order)
+        Uf = torch.fft.rfft(u.transpose(1, 2), n=nfft)[:, :, None, :]  # (b, md, 1, Fr)
+        Hf = torch.fft.rfft(H.transpose(1, 2), n=nfft)  # (n, order, Fr)
         out = torch.empty(batch, T, md, order, dtype=u.dtype, device=u.device)
-        step = max(1, block // max(1, batch * Uf.shape[1] * md))
+        step = _block_rows(block, batch * md * Uf.shape[-1], order)
         for o0 in range(0, order, step):
             o1 = min(order, o0 + step)
-            y = torch.fft.irfft(Uf * Hf[None, :, :, o0:o1], n=nfft, dim=1)
-            out[:, :, :, o0:o1] = y[:, :T]
+            y = torch.fft.irfft(Uf * Hf[None, :, o0:o1], n=nfft)  # (b, md, oc, nfft)
+            out[:, :, :, o0:o1] = y[..., :T].permute(0, 3, 1, 2)
         ctx.save_for_backward(u, H)
         ctx.block = block
         return out
@@ -100,25 +105,35 @@ class _FFTConv(torch.autograd.Function):
         n, K, order = H.shape
         nfft = fft_length(T + K - 1)
         need_u, need_h = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        Uf = torch.fft.rfft(u, n=nfft, dim=1)  # (b, Fr, md)
-        Hf = torch.fft.rfft(H, n=nfft, dim=1).transpose(0, 1)  # (Fr, n, order)
-        Fr = Uf.shape[1]
+        Uf = torch.fft.rfft(u.transpose(1, 2), n=nfft)  # (b, md, Fr)
+        Hf = torch.fft.rfft(H.transpose(1, 2), n=nfft)  # (n, order, Fr)
         gu_f = torch.zeros_like(Uf) if need_u else None
-        gh_chunks = []
-        step = max(1, ctx.block // max(1, batch * Fr * md))
+        gh_blocks = []
+        step = _block_rows(ctx.block, batch * md * Uf.shape[-1], order)
+        buf = None
         for o0 in range(0, order, step):
             o1 = min(order, o0 + step)
-            Gf = torch.fft.rfft(grad[:, :, :, o0:o1], n=nfft, dim=1)  # (b, Fr, md, oc)
+            if buf is None or buf.shape[2] != o1 - o0:
+                buf = torch.zeros(batch, md, o1 - o0, nfft, dtype=grad.dtype, device=grad.device)
+            buf[..., :T] = grad[:, :, :, o0:o1].permute(0, 2, 3, 1)
+            Gf = torch.fft.rfft(buf)  # (b, md, oc, Fr)
             if need_u:
-                gu_f = gu_f + (Gf * Hf[None, :, :, o0:o1].conj()).sum(-1)
+                gu_f = gu_f + (Gf * Hf[None, :, o0:o1].conj()).sum(2)
             if need_h:
-                corr = (Gf * Uf.conj()[..., None]).sum(0)  # (Fr, md, oc)
+                corr = (Gf * Uf.conj()[:, :, None]).sum(0)  # (md, oc, Fr)
                 if n == 1:
-                    corr = corr.sum(1, keepdim=True)
-                gh_chunks.append(torch.fft.irfft(corr, n=nfft, dim=0)[:K])
-        grad_u = torch.fft.irfft(gu_f, n=nfft, dim=1)[:, :T] if need_u else None
-        grad_h = torch.cat(gh_chunks, dim=-1).transpose(0, 1) if need_h else None
+                    corr = corr.sum(0, keepdim=True)
+                gh_blocks.append(torch.fft.irfft(corr, n=nfft)[..., :K])
+        grad_u = torch.fft.irfft(gu_f, n=nfft)[..., :T].transpose(1, 2) if need_u else None
+        grad_h = torch.cat(gh_blocks, dim=1).transpose(1, 2) if need_h else None
         return grad_u, grad_h, None
+
+
+def _block_rows(block: int, per_row: int, order: int) -> int:
+    """Rows of the order axis per block: about ``block`` complex elements, evenly split."""
+    rows = max(1, min(order, block // max(1, per_row)))
+    count = -(-order // rows)
+    return -(-order // count)
 
 
 def conv_fft(u: torch.Tensor, H: torch.Tensor, block: int = FFT_BLOCK_ELEMENTS) -> torch.Tensor:

@@ -69,6 +69,7 @@ FACTORS: dict[str, tuple[Any, ...]] = {
     "return_sequences": (False, True),
     "conv_mode": ("auto", "fft", "raw", "last_state", "recurrent"),
     "trainable": ("none", "theta", "A_B"),
+    "dropout": (0.0, 0.3),
     "initial_state": (False, True),
     "steps": (1, 9, 70),
 }
@@ -144,6 +145,10 @@ def _config(c: Mapping[str, Any]) -> LMUConfig:
         else {"type": c["hidden_cell"], "units": _UNITS, "activation": c["activation"]}
     )
     extra: dict[str, Any] = {}
+    if c["dropout"]:  # off at inference: the output must not change
+        extra["dropout"] = c["dropout"]
+        if c["memory_to_memory"]:
+            extra["recurrent_dropout"] = c["dropout"]
     if c["kind"] != "LMUCell":
         extra.update(return_sequences=c["return_sequences"], conv_mode=c["conv_mode"])
         if c["conv_mode"] == "raw":
@@ -185,6 +190,8 @@ def _case_id(index: int, c: Mapping[str, Any]) -> str:
         parts.append("nokernel")
     if c["trainable"] != "none":
         parts.append(f"train_{c['trainable']}")
+    if c["dropout"]:
+        parts.append(f"dropout{c['dropout']}")
     parts += [c["discretizer"], c["conv_mode"], f"T{c['steps']}"]
     return "-".join(parts)
 

@@ -140,6 +140,19 @@ class Float32(FakeBackend):
         return out.astype(np.float32), [s.astype(np.float32) for s in states]
 
 
+class DropoutAtInference(FakeBackend):
+    """Bug: dropout stays on at inference."""
+
+    name = "fake-dropout"
+
+    def run(self, layer: Any, x: Any, initial_state: Any = None) -> Any:
+        rate = layer.config.dropout
+        if rate:
+            keep = np.random.default_rng(0).random(np.shape(x)[::2]) >= rate
+            x = np.asarray(x) * keep[:, None, :] / (1 - rate)
+        return super().run(layer, x, initial_state)
+
+
 class LenientInputs(FakeBackend):
     """Bug: inputs with extra features and states of any size are silently cut to fit."""
 
@@ -172,7 +185,14 @@ class NoFeedforwardCheck(FakeBackend):
         return FakeLayer("LMU" if kind == "LMUFeedforward" else kind, config)
 
 
-BROKEN = (TransposedMemory, SwappedGates, IgnoresInitialState, LastStepAlways, Float32)
+BROKEN = (
+    TransposedMemory,
+    SwappedGates,
+    IgnoresInitialState,
+    LastStepAlways,
+    Float32,
+    DropoutAtInference,
+)
 ALL = (FakeBackend, *BROKEN, LenientInputs, LenientWeights, NoFeedforwardCheck)
 
 
@@ -222,6 +242,8 @@ def test_broken_backend_fails_some_cases(cls: type[FakeBackend]) -> None:
         assert set(failed) == set(gated)
     if cls is IgnoresInitialState:
         assert set(failed) == {c.id for c in CASES if c.initial_state}
+    if cls is DropoutAtInference:
+        assert set(failed) == {c.id for c in CASES if c.config.dropout}
     if cls is LastStepAlways:
         assert set(failed) == {
             c.id for c in CASES if c.kind == "LMUCell" or c.config.return_sequences

@@ -10,9 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import nn
-
 from lmu_torch import LMU, LMUCell
+from torch import nn
 
 __all__ = ["CASES", "IMPLS", "build", "build_stream"]
 

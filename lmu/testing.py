@@ -284,7 +284,21 @@ def _cases(factors: tuple[tuple[str, tuple[Any, ...]], ...], seed: int) -> tuple
 
 def case_weights(config: LMUConfig, input_d: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Random canonical weights, with theta_inv, A and B (when trainable) moved off their
-    initial values, as after training."""
+    initial values, as after training.
+
+    Parameters
+    ----------
+    config : LMUConfig
+        With a neutral hidden cell or none.
+    input_d : int
+        Input features.
+    seed : int
+
+    Returns
+    -------
+    dict of str to ndarray (float64)
+        The names and shapes of :func:`lmu.weights.canonical_shapes`.
+    """
     w = reference.random_weights(config, input_d, seed=seed)
     rng = np.random.default_rng(seed + 7919)
     if config.trainable_theta:
@@ -333,7 +347,8 @@ def check_case(backend: str | Backend, case: Case, tol: float = 1e-10) -> dict[s
     """Run one case in the backend and in :func:`lmu.reference.run`; compare.
 
     Builds the layer with :func:`lmu.get_layer` in float64, imports :func:`case_weights`,
-    checks that exporting gives them back, runs the backend on a deterministic input (and
+    checks that the layer reports the config it was built with and that exporting gives the
+    weights back, runs the backend on a deterministic input (and
     initial state) and compares the outputs and every final state.
 
     Parameters
@@ -366,6 +381,14 @@ def check_case(backend: str | Backend, case: Case, tol: float = 1e-10) -> dict[s
     impl.import_weights(layer, weights)
     exported = impl.export_weights(layer)
     problems = []
+    reported = impl.layer_config(layer)
+    if reported != config:
+        diff = {
+            f.name: (getattr(reported, f.name), getattr(config, f.name))
+            for f in dataclasses.fields(config)
+            if getattr(reported, f.name) != getattr(config, f.name)
+        }
+        problems.append(f"layer_config differs from the config built with: {diff}")
     if set(exported) != set(weights):
         problems.append(
             f"export_weights gave names {sorted(exported)} after importing {sorted(weights)}"

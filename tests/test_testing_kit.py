@@ -505,3 +505,15 @@ def test_a_non_canonical_export_is_refused() -> None:
     layer = _layer()
     with pytest.raises(ValueError, match="bug in backend 'fake-torch-names'.*'hidden_kernel'"):
         lmu.export_weights(layer, backend=ExportsTorchNames())
+
+
+def test_a_wrong_layer_config_is_caught() -> None:
+    class ForgetsTheDiscretizer(FakeBackend):
+        name = "fake-zoh-config"
+
+        def layer_config(self, layer: Any) -> LMUConfig:
+            return layer.config.replace(discretizer="zoh")
+
+    case = next(c for c in CASES if c.config.discretizer == "euler")
+    with pytest.raises(AssertionError, match=r"layer_config differs .*'discretizer': \('zoh'"):
+        lmu.testing.check_case(ForgetsTheDiscretizer(), case)

@@ -158,3 +158,19 @@ def test_npz_file_round_trip(tmp_path: Any) -> None:
     lmu.import_weights(dst, {"config": config, "weights": weights})
     for name, value in exported["weights"].items():
         np.testing.assert_allclose(lmu.export_weights(dst)["weights"][name], value, atol=1e-7)
+
+
+def test_run_adapter_handles_time_first_layers() -> None:
+    backend = lmu.get_backend("torch")
+    options = {**_options("gru"), "hidden_to_memory": False, "memory_to_memory": False}
+    a = lmu.get_layer("LMU", backend="torch", dtype=torch.float64, **options)
+    b = lmu.get_layer("LMU", backend="torch", dtype=torch.float64, batch_first=False, **options)
+    lmu.import_weights(b, lmu.export_weights(a))
+    x = np.random.default_rng(2).normal(size=(2, 7, 3))  # the adapter takes batch first
+    out_a, states_a = backend.run(a, x)
+    out_b, states_b = backend.run(b, x)
+    assert out_b.shape == (2, 7, 4)
+    np.testing.assert_allclose(out_b, out_a, rtol=0, atol=1e-12)
+    for s, t in zip(states_a, states_b, strict=True):
+        np.testing.assert_allclose(t, s, rtol=0, atol=1e-12)
+    assert a.training and b.training  # the adapter restores training mode

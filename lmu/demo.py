@@ -624,7 +624,7 @@ def write_plot(result: DemoResult, path: str | os.PathLike[str]) -> None:
         ax.plot(steps, task.y_test[:n, 0], color="k", lw=1.5, label="target")
         ax.plot(steps, result.prediction[:n, 0], color="C3", lw=1.2, ls="--", label="LMU")
         ax.plot(steps, task.baselines["last value"][:n, 0], color="0.7", lw=1, label="last value")
-        ax.set_xlabel("test window")
+        ax.set_xlabel("time step of the test series (one window per step)")
     ax.set_title(
         f"{task.name}: LMU ({result.backend}) NRMSE {result.score:.3f}; "
         f"best trivial baseline {result.best_baseline[1]:.3f}"

@@ -80,7 +80,7 @@ def _add_demo_parser(sub: Any) -> None:
         default=None,
         help="torch or keras (default: LMU_BACKEND, else the first installed)",
     )
-    demo.add_argument("--task", default="delay", choices=TASKS)
+    demo.add_argument("--task", default="delay", choices=TASKS, help="default: delay")
     demo.add_argument(
         "--epochs", type=_positive_int, default=None, help="training epochs (default: the task's)"
     )
@@ -92,7 +92,7 @@ def _add_demo_parser(sub: Any) -> None:
     )
     demo.add_argument("--seed", type=_seed, default=0, help="seed of the data and the model")
     demo.add_argument(
-        "--quick", action="store_true", help="less data and fewer epochs (seconds, not minutes)"
+        "--quick", action="store_true", help="less data and fewer epochs: a faster, rougher run"
     )
 
 

@@ -229,19 +229,21 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(x_test):,} test images from {source}"
     )
 
+    last = [math.nan]  # the latest test accuracy
+
     def log(epoch: int, loss: float, accuracy: float, seconds: float) -> None:
         print(
             f"epoch {epoch + 1}/{args.epochs}  loss {loss:.4f}  "
             f"test accuracy {100 * accuracy:.2f}%  epoch time {seconds:.1f} s",
             flush=True,
         )
-        log.last = accuracy  # type: ignore[attr-defined]
+        last[0] = accuracy
 
     run = run_torch if args.backend == "torch" else run_keras
     n_weights = run(args.model, (x_train, y_train, x_test, y_test), args, log)
     print(
         f"{args.model} ({args.backend}, {n_weights:,} weights): test accuracy "
-        f"{100 * log.last:.2f}% on {len(x_test):,} images; "  # type: ignore[attr-defined]
+        f"{100 * last[0]:.2f}% on {len(x_test):,} images; "
         f"published on full MNIST: {PUBLISHED[args.model]:.2f}%"
     )
     return 0

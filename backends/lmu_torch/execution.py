@@ -106,7 +106,18 @@ def run_recurrent(
     # memory matrices are shared and no recurrent dropout splits the feedback.
     fuse_m = rk is not None and Ad.shape[0] == 1 and rec_mask is None and c.memory_d == 1
     m_cat = torch.cat([Ad[0].T, rk], dim=1) if fuse_m else None
+    # With a neutral hidden cell the new memory also feeds the cell's input projection: one
+    # matmul gives that and the next step's memory terms together.
+    carry = (
+        m_cat is not None
+        and neutral
+        and Wm is not None
+        and Wm.dtype == dtype
+        and not torch.is_autocast_enabled(device.type)
+    )
+    big = torch.cat([m_cat, Wm], dim=1) if carry else None
     m = states[0].to(dtype)
+    pre = m @ m_cat if carry else None
     h = list(states[1:])
     outs = []
     out = m
@@ -128,7 +139,7 @@ def run_recurrent(
                 else:
                     u = torch.cat([u, hin], dim=1)
             if m_cat is not None:
-                both = m @ m_cat
+                both = pre if pre is not None else m @ m_cat
                 u = u + both[:, layer.memory_size :]
                 m = both[:, : layer.memory_size] + u * Bd
             else:
@@ -137,6 +148,13 @@ def run_recurrent(
                 m = layer.memory_step(m, u, Ad, Bd)
         if hidden is None:
             out = m
+        elif big is not None:
+            z = m @ big
+            pre = z[:, : layer.memory_size + 1]
+            gi = z[:, layer.memory_size + 1 :]
+            if gx_t is not None:
+                gi = gi + gx_t
+            out, h = module.step_projected(gi, h, gh)
         elif neutral:
             gi = m.to(Wm.dtype) @ Wm
             if gx_t is not None:

@@ -36,11 +36,14 @@ def _layer(mode: str, **extra: Any) -> Any:
     return build(LMU, 2, **opts)
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", [*MODES, "recurrent-1d"])
 def test_gradcheck_inputs_and_state(mode: str) -> None:
-    layer = _layer(mode)
+    if mode == "recurrent-1d":  # the fused single-dimension step loop
+        layer = _layer("recurrent", memory_d=1, theta=4.5)
+    else:
+        layer = _layer(mode)
     x = torch.randn(2, 6, 2, dtype=torch.float64, requires_grad=True)
-    m0 = torch.randn(2, 6, dtype=torch.float64, requires_grad=True)
+    m0 = torch.randn(2, layer.memory_size, dtype=torch.float64, requires_grad=True)
     h0 = [torch.randn(2, n, dtype=torch.float64, requires_grad=True) for n in layer.state_sizes[1:]]
 
     def fn(x: torch.Tensor, m0: torch.Tensor, *h: torch.Tensor) -> tuple[torch.Tensor, ...]:

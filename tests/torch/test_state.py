@@ -46,6 +46,16 @@ def _run_chunked(layer: Any, x: torch.Tensor) -> tuple[torch.Tensor | None, tupl
             },
         ),
         ("auto", {"hidden_cell": {"type": "gru", "units": 3}, "trainable_theta": True}),
+        (
+            "recurrent",
+            {
+                "memory_d": 1,
+                "hidden_cell": {"type": "lstm", "units": 3},
+                "hidden_to_memory": True,
+                "memory_to_memory": True,
+                "input_to_hidden": True,
+            },
+        ),
         ("fft", {"trainable_A": True, "trainable_B": True, "discretizer": "euler", "theta": 40.0}),
     ],
 )

@@ -307,6 +307,16 @@ def _run_projected(
         if states is not None
         else [torch.zeros(batch, n, dtype=dtype, device=device) for n in module.state_sizes]
     )
+    if module.kind == "simple_rnn":  # two ops per step: addmm and the activation
+        _, w_hh, _, b_hh = module._weights()
+        R = w_hh.T
+        o = h[0]
+        seq = []
+        for g in (gi + b_hh).unbind(1):
+            o = module.act(torch.addmm(g, o, R))
+            if keep_all:
+                seq.append(o)
+        return (torch.stack(seq, dim=1) if keep_all else o), [m_last, o]
     outs = []
     for g in gi.unbind(1):
         o, h = module.step_projected(g, h)

@@ -18,7 +18,7 @@ from ._system import DiscreteSystem
 __all__ = ["free_last", "memory_fft", "memory_last", "memory_raw", "memory_step"]
 
 #: Complex elements (batch * memory_d * order block * frequencies) per FFT block.
-FFT_BLOCK_ELEMENTS = 2**26
+FFT_BLOCK_ELEMENTS = 2**27
 
 
 def _with_free_response(m: Any, system: DiscreteSystem, m0: Any) -> Any:
@@ -123,5 +123,9 @@ def memory_step(m: Any, u: Any, system: DiscreteSystem, Ad_T: Any) -> Any:
         ``Ad`` transposed on its last two axes, precomputed once per call.
     """
     if system.groups == 1:
-        return ops.matmul(m, Ad_T[0]) + u[:, :, None] * system.Bd[0]
+        # 2-D products: their gradients need no batch-sized intermediates
+        md, n = m.shape[1], m.shape[2]
+        m2 = ops.matmul(ops.reshape(m, (-1, n)), Ad_T[0])
+        m2 = m2 + ops.reshape(u, (-1, 1)) * system.Bd[0][None, :]
+        return ops.reshape(m2, (-1, md, n))
     return ops.einsum("bdj,dji->bdi", m, Ad_T) + u[:, :, None] * system.Bd[None]

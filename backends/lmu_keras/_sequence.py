@@ -217,7 +217,7 @@ class SequenceLayer(LMUBase):
             return self._last_state_output(ops.reshape(m_last, (batch, md * n)), x, h0, training)
         u = x if x_mask is None else x * x_mask[:, None, :]
         if self.kernel is not None:
-            u = ops.matmul(u, self._w(self.kernel))
+            u = _hidden.matmul_last(u, self._w(self.kernel))
         if self.bias is not None:
             u = u + self._w(self.bias)
         if mode == "last_state":
@@ -258,7 +258,7 @@ class SequenceLayer(LMUBase):
         rk = None if self.recurrent_kernel is None else self._w(self.recurrent_kernel)
         # hoisted: the input's share of the memory input, for all steps at once
         if kernel is not None:
-            xk = ops.matmul(xm, kernel[:in_d])
+            xk = _hidden.matmul_last(xm, kernel[:in_d])
             if bias is not None:
                 xk = xk + bias
         else:

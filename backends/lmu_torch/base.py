@@ -375,9 +375,6 @@ class LMUBase(nn.Module):
         return masks[0], masks[1]
 
     # -- memory pieces -----------------------------------------------------------------------
-    def _weight(self, p: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
-        return None if p is None else p.to(dtype)
-
     def memory_step(
         self, m: torch.Tensor, u: torch.Tensor, Ad: torch.Tensor, Bd: torch.Tensor
     ) -> torch.Tensor:

@@ -285,14 +285,6 @@ class HiddenCell:
             self.output_size = _output_size(module, in_features)
             self.state_sizes = [self.output_size]
 
-    @property
-    def fused_sequence(self) -> bool:
-        """Whether whole sequences run through one of torch's fused recurrent layers."""
-        m = self.module
-        if isinstance(m, NeutralHidden):
-            return m.fused or not m.stateful
-        return isinstance(m, _NATIVE_CELLS)
-
     def step(
         self, inp: torch.Tensor, states: Sequence[torch.Tensor]
     ) -> tuple[torch.Tensor, States]:

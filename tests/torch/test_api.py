@@ -385,3 +385,15 @@ def test_initializers() -> None:
     layer = LMU(3, memory_d=4, order=2, theta=5.0, kernel_initializer="GlorotUniform")
     limit = (6 / 7) ** 0.5
     assert layer.kernel.abs().max() <= limit and layer.kernel.std() > limit / 4
+
+
+def test_loaded_theta_inv_is_used_when_theta_is_fixed() -> None:
+    layer = build(LMU, 1, memory_d=2, order=4, theta=5.0, return_sequences=True)
+    x = np.random.default_rng(7).normal(size=(2, 30, 1))
+    before, _ = layer(torch.tensor(x))
+    layer.load_canonical({"theta_inv": np.array(1 / 7.5)})
+    expected, _ = reference_run(layer, x)
+    after, _ = layer(torch.tensor(x))
+    assert_close(after, expected)
+    assert not torch.allclose(before, after)
+    assert layer.config.theta == 5.0  # the config keeps the constructor's value

@@ -187,7 +187,8 @@ def build_stream(impl: str) -> Callable[[], None]:
     state = {"s": [keras.ops.zeros((1, n)) for n in cell.state_size]}
 
     def stream_step() -> None:
-        _, state["s"] = step(x, state["s"])
+        out, state["s"] = step(x, state["s"])
+        keras.ops.convert_to_numpy(out)  # wait for asynchronous dispatch (JAX)
 
     stream_step()
     return stream_step

@@ -1,8 +1,9 @@
 """Weights trained in one framework give the same model in the other (torch <-> Keras).
 
 Needs torch and Keras in one process, so it runs only where both are installed (tox keeps
-them apart; each backend's own round trips are in tests/torch and tests/keras).  Layers are
-float32, as trained; outputs must agree to float32 precision.
+them apart; each backend's own round trips are in tests/backend_torch and
+tests/backend_keras).  Layers are float32, as trained; outputs must agree to float32
+precision.
 """
 
 from __future__ import annotations
@@ -19,10 +20,7 @@ import pytest  # noqa: E402
 
 
 def _installed(name: str) -> bool:
-    # not importorskip: with tests/ on sys.path, the folders tests/torch and tests/keras
-    # import as empty namespace packages named torch and keras
-    spec = importlib.util.find_spec(name)
-    return spec is not None and spec.origin is not None
+    return importlib.util.find_spec(name) is not None
 
 
 if not (_installed("torch") and _installed("keras")):

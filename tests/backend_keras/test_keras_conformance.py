@@ -1,7 +1,7 @@
 """The Keras backend against the lmu.testing conformance kit (every option, float64).
 
 Runs on whichever Keras backend KERAS_BACKEND selects (tox runs it on TensorFlow and JAX;
-tests/keras/conftest.py enables JAX's float64).
+tests/backend_keras/conftest.py enables JAX's float64).
 """
 
 from __future__ import annotations

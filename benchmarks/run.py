@@ -61,7 +61,7 @@ def child(impl: str, case: str, steps: int, warmup: int, device: str) -> dict[st
     rss_before = _peak_rss_mb()
     if case == "stream":
         fn = module.build_stream(cases_impl)
-        mode = "recurrent"
+        mode = "step"
         steps, warmup = max(steps, 200), max(warmup, 20)
     else:
         fn, mode = module.build(case, cases_impl, device=device)

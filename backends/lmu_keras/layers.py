@@ -346,14 +346,28 @@ class LMU(SequenceLayer):
         )
         self._setup_sequence(return_sequences, return_state, go_backwards, stateful)
 
+    def _hidden_first(self, variables: list[Any]) -> list[Any]:
+        if self.hidden_cell is None:
+            return variables
+        hidden = {id(w) for w in self.hidden_cell.variables}
+        return [w for w in variables if id(w) in hidden] + [
+            w for w in variables if id(w) not in hidden
+        ]
+
     @property
     def weights(self) -> list[Any]:
         """keras-lmu's order for LMU: the hidden cell's weights, then the memory's."""
-        weights = super().weights
-        if self.hidden_cell is None:
-            return weights
-        hidden = {id(w) for w in self.hidden_cell.weights}
-        return [w for w in weights if id(w) in hidden] + [w for w in weights if id(w) not in hidden]
+        return self._hidden_first(super().weights)
+
+    @property
+    def variables(self) -> list[Any]:
+        """The same order as :attr:`weights`.
+
+        Keras builds an optimizer from ``trainable_weights`` when training and from
+        ``trainable_variables`` when loading a saved model; both must list the variables in
+        one order, or the saved optimizer state cannot be restored.
+        """
+        return self._hidden_first(super().variables)
 
 
 @keras.saving.register_keras_serializable(package="lmu")

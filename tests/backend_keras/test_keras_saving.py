@@ -67,6 +67,26 @@ def test_keras_file_round_trip(kind, tmp_path):
     assert [w.shape for w in loaded.weights] == [w.shape for w in model.weights]
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_trained_model_round_trip_keeps_optimizer_state(kind, tmp_path):
+    """A compiled, trained model saves and loads with its Adam state, then trains on."""
+    model = _model(kind)
+    model.compile(keras.optimizers.Adam(1e-3), "mse")
+    y = np.ones((2, 1), "float32")
+    model.fit(X, y, epochs=2, verbose=0)
+    path = tmp_path / "trained.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(np.asarray(loaded(X)), np.asarray(model(X)), atol=1e-6)
+    saved = model.optimizer.variables
+    restored = loaded.optimizer.variables
+    assert int(loaded.optimizer.iterations) == 2
+    assert len(restored) == len(saved) > 2
+    for before, after in zip(saved, restored, strict=True):  # restored by position
+        np.testing.assert_allclose(np.asarray(after), np.asarray(before), err_msg=before.path)
+    loaded.fit(X, y, epochs=1, verbose=0)
+
+
 @pytest.mark.parametrize("cls", [LMUCell, LMU, LMUFeedforward])
 def test_get_config_holds_every_init_argument(cls):
     layer = cls(2, 5, 7.5, {"type": "lstm", "units": 3})

@@ -143,6 +143,36 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def rst_table(results: list[dict[str, Any]]) -> str:
+    """The results as a reStructuredText simple table (for README.rst)."""
+    base = {r["case"]: r for r in results if r["impl"] == BASELINE and "error" not in r}
+    head = ("case", "impl", "mode", "median step", "peak RSS", "speed vs keras-lmu", "memory")
+    rows = []
+    for r in results:
+        if "error" in r:
+            continue
+        b = base.get(r["case"])
+        median = r["median_s"]
+        rows.append(
+            (
+                r["case"],
+                r["impl"],
+                "-" if r["impl"] == BASELINE else r["mode"],
+                f"{median * 1e3:.2f} ms" if median < 1 else f"{median:.2f} s",
+                f"{r['peak_rss_mb'] / 1024:.2f} GB",
+                f"{b['median_s'] / median:.1f}x" if b else "-",
+                f"{r['peak_rss_mb'] / b['peak_rss_mb']:.2f}" if b else "-",
+            )
+        )
+    widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
+    rule = "  ".join("=" * w for w in widths)
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    return "\n".join([rule, line(head), rule, *(line(r) for r in rows), rule])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--impl", nargs="+", choices=list(IMPLS), default=None)
@@ -152,8 +182,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (torch)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per case")
     parser.add_argument("--json", type=Path, default=None, help="write results here")
+    parser.add_argument(
+        "--rst", type=Path, default=None, metavar="JSON", help="print a saved run as an RST table"
+    )
     parser.add_argument("--child", nargs=2, metavar=("IMPL", "CASE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.rst:
+        print(rst_table(json.loads(args.rst.read_text())["results"]))
+        return 0
     if args.child:
         print(json.dumps(child(*args.child, args.steps, args.warmup, args.device)))
         return 0

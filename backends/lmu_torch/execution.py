@@ -19,6 +19,7 @@ from .base import LMUBase
 from .convolution import conv_fft, conv_last, conv_raw, fft_length
 from .discrete import free_response
 from .hidden import NeutralHidden
+from .recurrence import SCAN_ACTIVATIONS, conv_projected_fft, simple_rnn_scan
 
 __all__ = ["check_input", "memory_context", "run_parallel", "run_recurrent"]
 
@@ -279,44 +280,46 @@ def _run_projected(
     Wt = W[:, : layer.memory_size].T  # (md * order, k)
     K = T if mode == "fft" else _truncated_length(layer, H)
     G = torch.matmul(H[:, :K], Wt.reshape(md, order, -1))  # (md, K, k)
+    scan = module.kind == "simple_rnn" and module.activation in SCAN_ACTIVATIONS
+    bias = b
+    if scan:  # the recurrent bias joins the input bias: one addition fewer per element
+        b_hh = module._weights()[3]
+        bias = b_hh if bias is None else bias + b_hh
+    # gi_t: time first, (T, batch, k), the layout the step loop reads
     if mode == "fft":
-        nfft = fft_length(T + K - 1)
-        Uf = torch.fft.rfft(u, n=nfft, dim=1)
-        Gf = torch.fft.rfft(G, n=nfft, dim=1)
-        gi = torch.fft.irfft(torch.einsum("bfd,dfk->bfk", Uf, Gf), n=nfft, dim=1)[:, :T]
+        gi_t = conv_projected_fft(u, G, bias, fft_length(T + K - 1))
     else:
         weight = G.flip(1).permute(2, 0, 1)  # (k, md, K)
-        gi = nnf.conv1d(nnf.pad(u.transpose(1, 2), (K - 1, 0)), weight).transpose(1, 2)
+        gi_t = nnf.conv1d(nnf.pad(u.transpose(1, 2), (K - 1, 0)), weight).permute(2, 0, 1)
+        if bias is not None:
+            gi_t = gi_t + bias
     m3 = conv_last(u, H)
     if states is not None:
         m0 = states[0].to(dtype).reshape(batch, md, order)
         Ad, _ = layer.matrices(dtype, device)
-        gi = gi + free_response(Ad, m0, T).reshape(batch, T, -1) @ Wt
+        gi_t = gi_t + (free_response(Ad, m0, T).reshape(batch, T, -1) @ Wt).transpose(0, 1)
         P = layer.power(T, dtype, device).expand(md, -1, -1)
         m3 = m3 + torch.einsum("bdj,dij->bdi", m0, P)
     m_last = m3.reshape(batch, md * order)
     if c.input_to_hidden:
-        gi = gi + x @ W[:, layer.memory_size :].T
-    if b is not None:
-        gi = gi + b
-    if not module.stateful:
-        out = module.act(gi)
-        return (out if keep_all else out[:, -1]), [m_last, out[:, -1]]
+        Wx = W[:, layer.memory_size :].T
+        xt = x.transpose(0, 1).reshape(T * batch, -1)
+        gi_t = torch.addmm(gi_t.reshape(T * batch, -1), xt, Wx).reshape(T, batch, -1)
     h = (
         list(states[1:])
         if states is not None
         else [torch.zeros(batch, n, dtype=dtype, device=device) for n in module.state_sizes]
     )
-    if module.kind == "simple_rnn":  # two ops per step: addmm and the activation
-        _, w_hh, _, b_hh = module._weights()
-        R = w_hh.T
-        o = h[0]
-        seq = []
-        for g in (gi + b_hh).unbind(1):
-            o = module.act(torch.addmm(g, o, R))
-            if keep_all:
-                seq.append(o)
-        return (torch.stack(seq, dim=1) if keep_all else o), [m_last, o]
+    if scan:  # two ops per step (addmm, activation), a hand-written backward
+        w_hh = module._weights()[1]
+        o = simple_rnn_scan(gi_t, h[0], w_hh.T, module.activation, last_only=not keep_all)
+        if keep_all:
+            return o.transpose(0, 1), [m_last, o[-1]]
+        return o, [m_last, o]
+    gi = gi_t.transpose(0, 1)
+    if not module.stateful:
+        out = module.act(gi)
+        return (out if keep_all else out[:, -1]), [m_last, out[:, -1]]
     outs = []
     for g in gi.unbind(1):
         o, h = module.step_projected(g, h)

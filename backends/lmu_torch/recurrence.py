@@ -1,0 +1,228 @@
+"""A SimpleRNN recurrence over precomputed input pre-activations, with a hand-written backward.
+
+The hidden recurrence of a SimpleRNN cell over a linear memory is, once the memory's
+contribution and the input projection are known for every step,
+
+.. math:: h_t = f(a_t + h_{t-1} R),
+
+with ``a`` of shape (T, batch, units) and ``R`` = ``W_hh^T``.  Run through autograd, every
+step leaves an ``addmm`` and an activation node behind, and the backward pass adds one small
+weight-gradient GEMM (and its accumulation) per step.  :func:`simple_rnn_scan` instead stores
+the outputs, runs the backward recurrence
+
+.. math:: g_t = (\\partial L / \\partial h_t + g_{t+1} R^T) \\odot f'(h_t)
+
+in place into one buffer, and forms the weight gradient as one large GEMM over all steps:
+``dL/dR = H_{prev}^T G``.  ``dL/da = G`` and ``dL/dh_0 = g_1 R^T``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.autograd.function import once_differentiable
+
+__all__ = ["SCAN_ACTIVATIONS", "conv_projected_fft", "simple_rnn_scan"]
+
+#: Complex elements of one batch block of the FFT product (kept cache-sized).
+_BLOCK_ELEMENTS = 1 << 18
+
+#: Activations whose derivative is a function of the output alone.
+SCAN_ACTIVATIONS = ("tanh", "relu")
+
+
+def _activate_(v: torch.Tensor, activation: str) -> torch.Tensor:
+    return v.tanh_() if activation == "tanh" else v.relu_()
+
+
+def _derivative(h: torch.Tensor, activation: str) -> torch.Tensor:
+    """f'(a) written in terms of h = f(a)."""
+    if activation == "tanh":
+        return 1.0 - h * h
+    return (h > 0).to(h.dtype)
+
+
+def _forward_loop(a: torch.Tensor, h0: torch.Tensor, R: torch.Tensor, activation: str):
+    """All outputs (T, batch, units) of the recurrence, without autograd."""
+    H = torch.empty_like(a)
+    h = h0
+    for t in range(a.shape[0]):
+        h = torch.addmm(a[t], h, R, out=H[t])
+        _activate_(h, activation)
+    return H
+
+
+class _SimpleRNNScan(torch.autograd.Function):
+    """Autograd function behind :func:`simple_rnn_scan`."""
+
+    @staticmethod
+    def forward(ctx, a, h0, R, activation, last_only):  # noqa: D102
+        H = _forward_loop(a.contiguous(), h0.contiguous(), R.contiguous(), activation)
+        ctx.activation = activation
+        ctx.last_only = last_only
+        ctx.save_for_backward(h0, R, H)
+        return H[-1].clone() if last_only else H
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dH):  # noqa: D102
+        h0, R, H = ctx.saved_tensors
+        T = H.shape[0]
+        D = _derivative(H, ctx.activation)
+        G = torch.empty_like(H)
+        Rt = R.t()
+        if dH is None:
+            dH = torch.zeros_like(H[-1] if ctx.last_only else H)
+        dH = dH.contiguous()
+        G[T - 1].copy_(dH if ctx.last_only else dH[T - 1])
+        g = G[T - 1].mul_(D[T - 1])
+        for t in range(T - 2, -1, -1):
+            if ctx.last_only:
+                torch.mm(g, Rt, out=G[t])
+            else:
+                torch.addmm(dH[t], g, Rt, out=G[t])
+            g = G[t].mul_(D[t])
+        grad_a = G if ctx.needs_input_grad[0] else None
+        grad_h0 = G[0] @ Rt if ctx.needs_input_grad[1] else None
+        grad_R = None
+        if ctx.needs_input_grad[2]:
+            units = H.shape[-1]
+            # H_prev^T G over all steps: h0^T g_1 plus one GEMM for steps 2..T
+            grad_R = h0.t() @ G[0]
+            if T > 1:
+                grad_R = torch.addmm(
+                    grad_R, H[:-1].reshape(-1, units).t(), G[1:].reshape(-1, units)
+                )
+        return grad_a, grad_h0, grad_R, None, None
+
+
+def simple_rnn_scan(
+    a: torch.Tensor,
+    h0: torch.Tensor,
+    R: torch.Tensor,
+    activation: str = "tanh",
+    last_only: bool = False,
+) -> torch.Tensor:
+    """All outputs of ``h_t = f(a_t + h_{t-1} @ R)``.
+
+    Parameters
+    ----------
+    a : torch.Tensor
+        Input pre-activations, biases included, shape (T, batch, units), time first.
+    h0 : torch.Tensor
+        Initial hidden state, shape (batch, units).
+    R : torch.Tensor
+        Recurrent weight, shape (units, units) (``W_hh^T`` in torch's layout).
+    activation : {"tanh", "relu"}
+    last_only : bool
+        Return only ``h_T`` (batch, units) instead of every output.
+
+    Returns
+    -------
+    torch.Tensor
+        The outputs ``h_1 .. h_T``, shape (T, batch, units), or ``h_T`` with ``last_only``.
+
+    Notes
+    -----
+    Differentiable once with respect to ``a``, ``h0`` and ``R``.  Without gradients
+    (inference, ``torch.no_grad``) or under ``torch.compile`` the plain loop runs instead.
+    """
+    if activation not in SCAN_ACTIVATIONS:
+        raise ValueError(f"activation must be one of {SCAN_ACTIVATIONS} (got {activation!r})")
+    needs_grad = torch.is_grad_enabled() and (
+        a.requires_grad or h0.requires_grad or R.requires_grad
+    )
+    if needs_grad and not torch.compiler.is_compiling():
+        return _SimpleRNNScan.apply(a, h0, R, activation, last_only)
+    act = torch.tanh if activation == "tanh" else torch.relu
+    outs = []
+    h = h0
+    for a_t in a.unbind(0):
+        h = act(torch.addmm(a_t, h, R))
+        if not last_only:
+            outs.append(h)
+    return h if last_only else torch.stack(outs, dim=0)
+
+
+class _ConvProjectedFFT(torch.autograd.Function):
+    """Autograd function behind :func:`conv_projected_fft`."""
+
+    @staticmethod
+    def forward(ctx, u, G, bias, nfft):  # noqa: D102
+        batch, T, md = u.shape
+        K, k = G.shape[1], G.shape[2]
+        Uf = torch.fft.rfft(u.transpose(1, 2), n=nfft)  # (batch, md, F)
+        Gf = torch.fft.rfft(G.transpose(1, 2), n=nfft)  # (md, k, F)
+        out = torch.empty(T, batch, k, dtype=u.dtype, device=u.device)
+        rows = max(1, _BLOCK_ELEMENTS // (k * Gf.shape[-1]))
+        for b0 in range(0, batch, rows):
+            b1 = min(batch, b0 + rows)
+            if md == 1:
+                P = Uf[b0:b1] * Gf  # (rows, k, F)
+            else:
+                P = torch.einsum("bdf,dkf->bkf", Uf[b0:b1], Gf)
+            y = torch.fft.irfft(P, n=nfft)[..., :T].permute(2, 0, 1)
+            if bias is not None:
+                torch.add(y, bias, out=out[:, b0:b1])
+            else:
+                out[:, b0:b1].copy_(y)
+        ctx.save_for_backward(Uf, Gf)
+        ctx.dims = (T, K, nfft, rows, bias is not None)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dout):  # noqa: D102
+        Uf, Gf = ctx.saved_tensors
+        T, K, nfft, rows, has_bias = ctx.dims
+        batch, md = Uf.shape[0], Uf.shape[1]
+        need_u, need_G = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        gUf = torch.empty_like(Uf) if need_u else None
+        gGf = torch.zeros_like(Gf) if need_G else None
+        Gc = Gf.conj()
+        for b0 in range(0, batch, rows):
+            b1 = min(batch, b0 + rows)
+            dOf = torch.fft.rfft(dout[:, b0:b1].permute(1, 2, 0), n=nfft)  # (rows, k, F)
+            if need_u:
+                if md == 1:
+                    gUf[b0:b1, 0] = (dOf * Gc).sum(1)
+                else:
+                    gUf[b0:b1] = torch.einsum("bkf,dkf->bdf", dOf, Gc)
+            if need_G:
+                if md == 1:
+                    gGf[0] += (dOf * Uf[b0:b1].conj()).sum(0)
+                else:
+                    gGf += torch.einsum("bkf,bdf->dkf", dOf, Uf[b0:b1].conj())
+        grad_u = torch.fft.irfft(gUf, n=nfft)[..., :T].transpose(1, 2) if need_u else None
+        grad_G = torch.fft.irfft(gGf, n=nfft)[..., :K].transpose(1, 2) if need_G else None
+        grad_bias = dout.sum((0, 1)) if (has_bias and ctx.needs_input_grad[2]) else None
+        return grad_u, grad_G, grad_bias, None
+
+
+def conv_projected_fft(
+    u: torch.Tensor, G: torch.Tensor, bias: torch.Tensor | None, nfft: int
+) -> torch.Tensor:
+    """Causal convolution of the memory input with a projected impulse response, time first.
+
+    Parameters
+    ----------
+    u : torch.Tensor
+        Memory input, shape (batch, T, memory_d).
+    G : torch.Tensor
+        Projected impulse response, shape (memory_d, K, k), K <= T.
+    bias : torch.Tensor or None
+        Added to every output, shape (k,).
+    nfft : int
+        FFT length, at least T + K - 1 (no wrap-around).
+
+    Returns
+    -------
+    torch.Tensor
+        ``out[t, b, :] = bias + sum_d sum_j u[b, t - j, d] G[d, j, :]``, shape (T, batch, k).
+
+    Notes
+    -----
+    The complex product is formed a few batch rows at a time, so it stays cache-sized, and
+    the result is written time-first, the layout a step loop reads.  The backward pass uses
+    the adjoint convolutions (cross-correlations), again blocked over the batch.
+    """
+    return _ConvProjectedFFT.apply(u, G, bias, nfft)

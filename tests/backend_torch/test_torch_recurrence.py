@@ -1,0 +1,103 @@
+"""The projected FFT convolution and the SimpleRNN scan (hand-written backward passes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from lmu_torch import LMU  # noqa: E402
+from lmu_torch.recurrence import conv_projected_fft, simple_rnn_scan  # noqa: E402
+from lmu_torch_helpers import assert_close, assert_states_close, build, reference_run  # noqa: E402
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+@pytest.mark.parametrize("last_only", [False, True])
+def test_scan_gradcheck(activation: str, last_only: bool) -> None:
+    torch.manual_seed(0)
+    a = torch.randn(6, 3, 4, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    R = (0.5 * torch.randn(4, 4, dtype=torch.float64)).requires_grad_()
+    fn = lambda a, h0, R: simple_rnn_scan(a, h0, R, activation, last_only)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (a, h0, R))
+    with torch.no_grad():  # the plain loop
+        plain = fn(a, h0, R)
+    assert_close(fn(a, h0, R), plain.numpy(), what="scan vs loop")
+
+
+@pytest.mark.parametrize("md", [1, 3])
+@pytest.mark.parametrize("bias", [False, True])
+def test_conv_projected_fft(md: int, bias: bool) -> None:
+    torch.manual_seed(1)
+    T, K, batch, k = 9, 6, 4, 5
+    u = torch.randn(batch, T, md, dtype=torch.float64, requires_grad=True)
+    G = torch.randn(md, K, k, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(k, dtype=torch.float64, requires_grad=True) if bias else None
+    expected = np.zeros((T, batch, k))
+    un, Gn = u.detach().numpy(), G.detach().numpy()
+    for t in range(T):
+        for j in range(min(t + 1, K)):
+            expected[t] += un[:, t - j] @ Gn[:, j]
+    if b is not None:
+        expected += b.detach().numpy()
+    assert_close(conv_projected_fft(u, G, b, T + K - 1), expected, what="conv")
+    inputs = (u, G) if b is None else (u, G, b)
+    fn = lambda u, G, *bb: conv_projected_fft(u, G, bb[0] if bb else None, 16)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, inputs)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+@pytest.mark.parametrize("mode", ["fft", "raw"])
+@pytest.mark.parametrize("return_sequences", [False, True])
+@pytest.mark.parametrize("state", [False, True])
+def test_layer_scan_path_vs_reference(
+    activation: str, mode: str, return_sequences: bool, state: bool
+) -> None:
+    layer = build(
+        LMU,
+        input_size=2,
+        memory_d=2,
+        order=4,
+        theta=6.5,
+        hidden_cell={"type": "simple_rnn", "units": 3, "activation": activation},
+        input_to_hidden=True,
+        return_sequences=return_sequences,
+        conv_mode=mode,
+    )
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(3, 11, 2))
+    s0 = [rng.normal(size=(3, 8)), rng.normal(size=(3, 3))] if state else None
+    xt = torch.tensor(x, requires_grad=True)
+    st = [torch.tensor(s) for s in s0] if state else None
+    out, states = layer(xt, st)
+    ref_out, ref_states = reference_run(layer, x, s0)
+    assert_close(out, ref_out, what="output")
+    assert_states_close(states, ref_states)
+    out.sum().backward()  # the hand-written backward passes run
+    assert xt.grad is not None and torch.isfinite(xt.grad).all()
+    assert all(p.grad is not None for p in layer.parameters() if p.requires_grad)
+
+
+def test_layer_scan_path_gradcheck() -> None:
+    layer = build(
+        LMU,
+        input_size=1,
+        memory_d=1,
+        order=3,
+        theta=4.5,
+        hidden_cell={"type": "simple_rnn", "units": 2},
+        input_to_hidden=True,
+        conv_mode="fft",
+    )
+    x = torch.randn(2, 5, 1, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: layer(x)[0], (x,))
+    names = [n for n, p in layer.named_parameters() if p.requires_grad]
+    params = tuple(
+        dict(layer.named_parameters())[n].detach().clone().requires_grad_() for n in names
+    )
+
+    def fn(*ps: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(layer, dict(zip(names, ps, strict=True)), (x,))[0]
+
+    assert torch.autograd.gradcheck(fn, params)

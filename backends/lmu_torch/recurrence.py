@@ -36,8 +36,8 @@ def _activate_(v: torch.Tensor, activation: str) -> torch.Tensor:
 
 def _derivative(h: torch.Tensor, activation: str) -> torch.Tensor:
     """f'(a) written in terms of h = f(a)."""
-    if activation == "tanh":
-        return 1.0 - h * h
+    if activation == "tanh":  # 1 - h^2 in one pass
+        return torch.addcmul(torch.ones((), dtype=h.dtype, device=h.device), h, h, value=-1)
     return (h > 0).to(h.dtype)
 
 
@@ -179,17 +179,19 @@ class _ConvProjectedFFT(torch.autograd.Function):
         gUf = torch.empty_like(Uf) if need_u else None
         gGf = torch.zeros_like(Gf) if need_G else None
         Gc = Gf.conj()
+        Uc = Uf[:, 0].conj().resolve_conj() if (md == 1 and need_G) else None
         for b0 in range(0, batch, rows):
             b1 = min(batch, b0 + rows)
             dOf = torch.fft.rfft(dout[:, b0:b1].permute(1, 2, 0), n=nfft)  # (rows, k, F)
             if need_u:
-                if md == 1:
-                    gUf[b0:b1, 0] = (dOf * Gc).sum(1)
+                if md == 1:  # sum_k dOf conj(Gf), one fused reduction
+                    gUf[b0:b1, 0] = torch.linalg.vecdot(Gf, dOf, dim=1)
                 else:
                     gUf[b0:b1] = torch.einsum("bkf,dkf->bdf", dOf, Gc)
             if need_G:
-                if md == 1:
-                    gGf[0] += (dOf * Uf[b0:b1].conj()).sum(0)
+                if md == 1:  # sum_b dOf conj(Uf), accumulated in place
+                    for i in range(b1 - b0):
+                        gGf[0].addcmul_(dOf[i], Uc[b0 + i])
                 else:
                     gGf += torch.einsum("bkf,bdf->dkf", dOf, Uf[b0:b1].conj())
         grad_u = torch.fft.irfft(gUf, n=nfft)[..., :T].transpose(1, 2) if need_u else None

@@ -83,12 +83,18 @@ class Backend:
     """Base class of a backend plugin: light, importing its framework only on demand.
 
     Subclasses set :attr:`name`, :attr:`description`, :attr:`module` (the framework's import
-    name) and implement :meth:`layer_class`.
+    name), and either :attr:`layers_module` / :attr:`adapter_module` (modules imported on first
+    use) or override :meth:`layer_class` and the adapter methods.
     """
 
     name: str = ""
     description: str = ""
     module: str = ""
+    #: Module holding the LMUCell, LMU and LMUFeedforward classes (imported on first use).
+    layers_module: str = ""
+    #: Module with functions ``layer_config``, ``export_weights``, ``import_weights``, ``run``
+    #: and ``float64_kwargs`` taking the same arguments as the methods of the same names.
+    adapter_module: str = ""
 
     @property
     def available(self) -> bool:
@@ -107,8 +113,14 @@ class Backend:
             return None
 
     def layer_class(self, kind: str) -> type:
-        """The layer class ``kind`` ("LMU", "LMUCell" or "LMUFeedforward")."""
-        raise NotImplementedError(f"backend {self.name!r} does not implement layer_class")
+        """The layer class ``kind`` ("LMU", "LMUCell" or "LMUFeedforward").
+
+        The default imports :attr:`layers_module` (and with it the framework).
+        """
+        if not self.layers_module:
+            raise NotImplementedError(f"backend {self.name!r} does not implement layer_class")
+        cls: type = getattr(importlib.import_module(self.layers_module), kind)
+        return cls
 
     def make_layer(self, kind: str, config: LMUConfig, **kwargs: Any) -> Any:
         """Build a layer of ``kind`` from a validated config.
@@ -125,6 +137,12 @@ class Backend:
             "lmu.import_weights and the lmu.testing conformance kit)"
         )
 
+    def _adapter(self, what: str) -> Any:
+        """The function ``what`` of :attr:`adapter_module`, or the not-implemented error."""
+        if not self.adapter_module:
+            raise self._missing(what)
+        return getattr(importlib.import_module(self.adapter_module), what)
+
     def owns(self, layer: Any) -> bool:
         """Whether ``layer`` is one of this backend's layers.
 
@@ -137,7 +155,8 @@ class Backend:
 
     def layer_config(self, layer: Any) -> LMUConfig:
         """The layer's validated :class:`lmu.LMUConfig`, with ``input_d`` filled in."""
-        raise self._missing("layer_config")
+        config: LMUConfig = self._adapter("layer_config")(layer)
+        return config
 
     def export_weights(self, layer: Any) -> dict[str, Any]:
         """The layer's weights in :mod:`lmu.reference`'s canonical names and layouts.
@@ -145,7 +164,8 @@ class Backend:
         Returns a dict of str to float64 NumPy arrays: exactly the names
         :func:`lmu.weights.canonical_shapes` lists for the layer's config.
         """
-        raise self._missing("export_weights")
+        weights: dict[str, Any] = self._adapter("export_weights")(layer)
+        return weights
 
     def import_weights(self, layer: Any, weights: Mapping[str, Any]) -> None:
         """Load canonical weights (the inverse of :meth:`export_weights`).
@@ -153,7 +173,7 @@ class Backend:
         Raises ValueError naming a missing or unexpected key or a wrong shape (expected and
         got); :func:`lmu.weights.check_weights` does those checks.
         """
-        raise self._missing("import_weights")
+        self._adapter("import_weights")(layer, weights)
 
     def run(
         self, layer: Any, x: Any, initial_state: Sequence[Any] | None = None
@@ -177,11 +197,13 @@ class Backend:
         states : list of ndarray
             The final states ``[memory, *hidden]``.
         """
-        raise self._missing("run")
+        result: tuple[Any, list[Any]] = self._adapter("run")(layer, x, initial_state)
+        return result
 
     def float64_kwargs(self) -> dict[str, Any]:
         """Keyword arguments that make :meth:`make_layer` build a float64 layer."""
-        raise self._missing("float64_kwargs")
+        kwargs: dict[str, Any] = self._adapter("float64_kwargs")()
+        return kwargs
 
     @property
     def LMUCell(self) -> type:  # noqa: N802 - mirrors the class name

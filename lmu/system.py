@@ -23,6 +23,7 @@ __all__ = [
     "DISCRETIZERS",
     "discretize",
     "euler_theta_bound",
+    "fft_length",
     "impulse_response",
     "legendre_decoder",
     "legendre_system",
@@ -413,3 +414,44 @@ def legendre_decoder(
         raise ValueError(f"r must lie in [0, 1] (got {r_arr.tolist()!r})")
     i = np.arange(order)[None, :]
     return scipy.special.eval_legendre(i, 2.0 * r_arr[:, None] - 1.0).astype(dtype)
+
+
+def fft_length(n: int, primes: Sequence[int] = (2, 3, 5, 7)) -> int:
+    """The smallest length >= n whose prime factors all lie in ``primes`` (a fast FFT size).
+
+    Parameters
+    ----------
+    n : int
+        The least acceptable length, >= 1.
+    primes : sequence of int
+        Allowed prime factors; must include 2.
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    ValueError
+        For n < 1 or primes without 2.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive int (got {n!r})")
+    if 2 not in primes:
+        raise ValueError(f"primes must include 2 (got {tuple(primes)!r})")
+    best = 1 << (int(n) - 1).bit_length()  # a power of two always qualifies
+    odd = [p for p in primes if p != 2]
+
+    def search(value: int, index: int) -> None:
+        nonlocal best
+        # value is a product of odd primes; pad it with twos up to n
+        padded = value
+        while padded < n:
+            padded *= 2
+        best = min(best, padded)
+        for k in range(index, len(odd)):
+            if value * odd[k] < best:
+                search(value * odd[k], k)
+
+    search(1, 0)
+    return best

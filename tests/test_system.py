@@ -18,6 +18,7 @@ from lmu import system
 from lmu.system import (
     discretize,
     euler_theta_bound,
+    fft_length,
     impulse_response,
     legendre_decoder,
     legendre_system,
@@ -566,3 +567,28 @@ if HAS_HYPOTHESIS:
         assert all(ok(k, L) for k in range(H.shape[0]))
         if L > 1:
             assert not all(ok(k, L - 1) for k in range(H.shape[0]))
+
+
+def _smooth_brute(n: int, primes: tuple[int, ...]) -> int:
+    m = n
+    while True:
+        rest = m
+        for p in primes:
+            while rest % p == 0:
+                rest //= p
+        if rest == 1:
+            return m
+        m += 1
+
+
+@pytest.mark.parametrize("primes", [(2, 3, 5, 7), (2, 3, 5), (2,)])
+def test_fft_length_is_the_smallest_smooth_length(primes: tuple[int, ...]) -> None:
+    for n in [*range(1, 600), 1023, 1567, 4097]:
+        assert fft_length(n, primes) == _smooth_brute(n, primes)
+
+
+def test_fft_length_errors() -> None:
+    with pytest.raises(ValueError, match=r"n must be a positive int \(got 0\)"):
+        fft_length(0)
+    with pytest.raises(ValueError, match=r"primes must include 2 \(got \(3, 5\)\)"):
+        fft_length(10, (3, 5))

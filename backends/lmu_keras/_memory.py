@@ -13,6 +13,8 @@ from typing import Any
 
 from keras import ops
 
+from lmu.system import fft_length
+
 from ._system import DiscreteSystem
 
 __all__ = ["free_last", "memory_fft", "memory_last", "memory_raw", "memory_step"]
@@ -48,30 +50,11 @@ def free_last(m0: Any, system: DiscreteSystem, T: int) -> Any:
     return ops.einsum("bdj,dij->bdi", m0, P)
 
 
-def next_fast_len(n: int) -> int:
-    """The smallest 7-smooth integer >= n (an FFT length every backend handles quickly)."""
-    best = 1 << max(0, (n - 1).bit_length())
-    p7 = 1
-    while p7 < best:
-        p5 = p7
-        while p5 < best:
-            p3 = p5
-            while p3 < best:
-                p2 = p3
-                while p2 < n:
-                    p2 *= 2
-                best = min(best, p2)
-                p3 *= 3
-            p5 *= 5
-        p7 *= 7
-    return best
-
-
 def memory_fft(u: Any, system: DiscreteSystem, m0: Any = None) -> Any:
     """Every step's memory by FFT convolution, blocked over the order axis."""
     batch, T, md = ops.shape(u)[0], u.shape[1], u.shape[2]
     n = system.order
-    N = next_fast_len(2 * T - 1) if T > 1 else 2
+    N = fft_length(2 * T - 1) if T > 1 else 2
     F = N // 2 + 1
     ur, ui = ops.rfft(ops.transpose(u, (0, 2, 1)), fft_length=N)  # (B, md, F)
     ur, ui = ur[:, :, None, :], ui[:, :, None, :]

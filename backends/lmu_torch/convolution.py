@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as nnf
 from torch.autograd.function import once_differentiable
 
+import lmu.system
+
 __all__ = ["FFT_BLOCK_ELEMENTS", "conv_fft", "conv_last", "conv_raw", "fft_length"]
 
 #: Complex elements of one block of the FFT product; bounds the transient memory.
@@ -20,19 +22,8 @@ FFT_BLOCK_ELEMENTS = 1 << 21
 
 
 def fft_length(n: int) -> int:
-    """The smallest 2^a 3^b 5^c >= n (fast FFT sizes)."""
-    best = 1 << max(0, int(n - 1).bit_length())
-    p5 = 1
-    while p5 < best:
-        p35 = p5
-        while p35 < best:
-            p = p35
-            while p < n:
-                p *= 2
-            best = min(best, p)
-            p35 *= 3
-        p5 *= 5
-    return best
+    """The smallest 2^a 3^b 5^c >= n (fast FFT sizes); see :func:`lmu.system.fft_length`."""
+    return lmu.system.fft_length(n, (2, 3, 5))
 
 
 def conv_last(u: torch.Tensor, H: torch.Tensor) -> torch.Tensor:

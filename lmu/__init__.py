@@ -26,6 +26,7 @@ from .config import LMUConfig, NotSerializableError, select_mode
 from .system import (
     discretize,
     euler_theta_bound,
+    fft_length,
     impulse_response,
     legendre_decoder,
     legendre_system,
@@ -46,6 +47,7 @@ __all__ = [
     "discretize",
     "euler_theta_bound",
     "export_weights",
+    "fft_length",
     "get_backend",
     "get_layer",
     "impulse_response",

@@ -186,8 +186,9 @@ class LMUConfig:
     theta : float or tuple of float
         Window length in steps, > 0 and finite; a sequence gives one per memory dimension.
     hidden_cell : None, dict or framework layer
-        None (the output is the memory), a neutral spec (see :func:`hidden_cell_spec`) or a
-        framework-native layer/module, passed through to the backend.
+        None (the output is the memory ``m_t``, or ``[m_t, x_t]`` with input_to_hidden), a
+        neutral spec (see :func:`hidden_cell_spec`) or a framework-native layer/module, passed
+        through to the backend.
     trainable_theta : bool
         Learn theta (stored as ``theta_inv``, 1/theta).
     trainable_A, trainable_B : bool
@@ -197,7 +198,11 @@ class LMUConfig:
     memory_to_memory : bool
         Feed the previous memory into the memory's input (``recurrent_kernel``).
     input_to_hidden : bool
-        Feed the input to the hidden cell beside the memory (needs a hidden cell).
+        Feed the input to the hidden cell beside the memory, as ``[m_t, x_t]``.  Without a
+        hidden cell the output is then ``[m_t, x_t]`` itself (memory_d * order + input_d
+        features), as in keras-lmu.  ``dropout`` acts on the memory's input, not on this
+        ``x_t`` (except in the Keras LMUFeedforward, which drops its inputs before everything,
+        as keras-lmu's does).
     discretizer : {"zoh", "euler", "bilinear"}
     kernel_initializer : str, callable or None
         None removes the input kernel: the input must then have ``memory_d`` features.
@@ -300,10 +305,12 @@ class LMUConfig:
         self._check_combinations()
 
     def _check_combinations(self) -> None:
-        if self.hidden_cell is None:
-            for name in ("hidden_to_memory", "input_to_hidden"):
-                if getattr(self, name):
-                    raise ValueError(f"{name}=True needs a hidden_cell (got hidden_cell=None)")
+        if self.hidden_cell is None and self.hidden_to_memory:
+            # (input_to_hidden=True without a hidden cell is allowed: the output is [m_t, x_t])
+            raise ValueError(
+                "hidden_to_memory=True needs a hidden_cell (got hidden_cell=None): the memory's "
+                "input [x_t, h_{t-1}] takes the hidden cell's previous output"
+            )
         if self.conv_mode in LTI_MODES and not self.is_lti:
             raise ValueError(
                 f"conv_mode={self.conv_mode!r} needs a linear memory: it cannot be used with "

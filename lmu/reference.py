@@ -17,9 +17,12 @@ hidden_bias               (units * gates,); (2, 3 * units) for gru        neutra
 
 Gate order is Keras': lstm ``i, f, c, o``; gru ``z, r, h`` with the reset gate applied after
 the recurrent matmul (Keras' ``reset_after=True``, the same model as torch's GRU).
-The hidden cell's input is ``[m_t, x_t]`` with input_to_hidden, else ``m_t``; the memory's
-input is ``[x_t, h_{t-1}]`` with hidden_to_memory, else ``x_t``.  States are
-``[memory, *hidden]``; a stateless (dense) hidden cell keeps its last output as its state.
+The hidden cell's input is ``[m_t, x_t]`` with input_to_hidden, else ``m_t``; without a
+hidden cell that is the output itself (keras-lmu's convention: ``[m_t, x_t]`` with
+input_to_hidden, where ``x_t`` is the input as given, not dropped).  The memory's input is
+``[x_t, h_{t-1}]`` with hidden_to_memory, else ``x_t``.  States are ``[memory, *hidden]``
+(just ``[memory]`` without a hidden cell); a stateless (dense) hidden cell keeps its last
+output as its state.
 """
 
 from __future__ import annotations
@@ -69,10 +72,43 @@ def _units(config: LMUConfig) -> int:
     return int(config.hidden_cell["units"])
 
 
-def hidden_output_size(config: LMUConfig, native_units: int | None = None) -> int:
-    """Features the hidden cell outputs (memory_d * order without a hidden cell)."""
+def hidden_output_size(
+    config: LMUConfig, native_units: int | None = None, input_d: int | None = None
+) -> int:
+    """Features the hidden part outputs per step: the layer's output size.
+
+    Parameters
+    ----------
+    config : LMUConfig
+    native_units : int, optional
+        The output size of a native hidden cell (required for one).
+    input_d : int, optional
+        Input features; defaults to ``config.input_d``.  Needed only without a hidden cell
+        and with input_to_hidden, where the output is ``[m_t, x_t]``.
+
+    Returns
+    -------
+    int
+        The hidden cell's units; without a hidden cell ``memory_d * order``, plus ``input_d``
+        with input_to_hidden.
+
+    Raises
+    ------
+    ValueError
+        When a native cell's ``native_units``, or the needed ``input_d``, is not known.
+    """
     if config.hidden_cell is None:
-        return config.memory_d * config.order
+        size = config.memory_d * config.order
+        if config.input_to_hidden:
+            if input_d is None:
+                input_d = config.input_d
+            if input_d is None:
+                raise ValueError(
+                    "with hidden_cell=None and input_to_hidden=True the output is [m_t, x_t], so "
+                    "its size needs input_d (got input_d=None in the call and in the config)"
+                )
+            size += int(input_d)
+        return size
     if config.hidden_cell_type == "native":
         if native_units is None:
             raise ValueError("a native hidden cell's output size must be given (native_units)")
@@ -80,9 +116,11 @@ def hidden_output_size(config: LMUConfig, native_units: int | None = None) -> in
     return _units(config)
 
 
-def output_size(config: LMUConfig, native_units: int | None = None) -> int:
-    """Features of the layer's output per step."""
-    return hidden_output_size(config, native_units)
+def output_size(
+    config: LMUConfig, native_units: int | None = None, input_d: int | None = None
+) -> int:
+    """Features of the layer's output per step (see :func:`hidden_output_size`)."""
+    return hidden_output_size(config, native_units, input_d)
 
 
 def hidden_state_sizes(config: LMUConfig) -> list[int]:
@@ -205,7 +243,10 @@ def step(
     Returns
     -------
     output : ndarray, shape (batch, output features)
+        The hidden cell's output; without a hidden cell the memory ``m_t``, or
+        ``[m_t, x_t]`` with input_to_hidden (``x_t`` as given, not dropped).
     states : list of ndarray
+        ``[m_t, *hidden states]``.
     """
     md, order = config.memory_d, config.order
     Ad, Bd = matrices if matrices is not None else discrete_matrices(config, weights)
@@ -250,9 +291,9 @@ def step(
     m3 = m.reshape(batch, md, order)
     m3 = np.einsum("bdj,dij->bdi", m3, Ad) + u[:, :, None] * Bd[None]
     m = m3.reshape(batch, md * order)
-    if config.hidden_cell is None:
-        return m, [m]
     h_in = np.concatenate([m, x_t], axis=1) if config.input_to_hidden else m
+    if config.hidden_cell is None:
+        return h_in, [m]
     if hidden_fn is None:
         if config.hidden_cell_type == "native":
             raise ValueError("a native hidden cell needs hidden_fn in the reference")

@@ -311,11 +311,26 @@ def test_native_hidden_cell_passed_through() -> None:
 # -- combinations -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("field", ["hidden_to_memory", "input_to_hidden"])
-def test_needs_hidden_cell(field: str) -> None:
-    message = raises_naming(field, True, **{field: True})
-    assert "hidden_cell" in message
-    assert getattr(make(**{field: True, "hidden_cell": LSTM}), field) is True
+def test_hidden_to_memory_needs_hidden_cell() -> None:
+    for kw in ({}, {"input_to_hidden": True}, {"input_to_hidden": True, "input_d": 3}):
+        message = raises_naming("hidden_to_memory", True, hidden_to_memory=True, **kw)
+        assert "hidden_cell=None" in message
+    assert make(hidden_to_memory=True, hidden_cell=LSTM).hidden_to_memory is True
+
+
+def test_input_to_hidden_without_hidden_cell() -> None:
+    # keras-lmu's convention: the output is then [m_t, x_t]
+    c = make(input_to_hidden=True)
+    assert c.input_to_hidden is True
+    assert c.hidden_cell is None
+    assert c.is_lti
+    assert c.hidden_cell_stateful is False
+    assert select_mode(c) == "last_state"
+    assert select_mode(c.replace(return_sequences=True), seq_len=10) == "raw"
+    assert select_mode(c.replace(memory_to_memory=True)) == "recurrent"
+    assert make(input_to_hidden=True, conv_mode="last_state").conv_mode == "last_state"
+    assert LMUConfig.from_json(c.to_json()) == c
+    assert make(input_to_hidden=True, hidden_cell=LSTM).input_to_hidden is True
 
 
 @pytest.mark.parametrize("mode", ["fft", "raw", "last_state"])
@@ -470,6 +485,7 @@ ROUND_TRIP = [
     },
     {"kernel_initializer": None, "input_d": 2, "conv_mode": "last_state"},
     {"memory_to_memory": True, "recurrent_dropout": 0.5, "discretizer": "bilinear"},
+    {"input_to_hidden": True, "input_d": 3, "return_sequences": True},
 ]
 
 
@@ -631,7 +647,7 @@ if HAS_HYPOTHESIS:
     ) -> None:
         h2m, m2m, i2h, bias, seqs = flags
         if cell is None:
-            h2m = i2h = False
+            h2m = False
         c = LMUConfig(
             memory_d=memory_d,
             order=order,

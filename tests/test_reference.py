@@ -132,7 +132,8 @@ def loop_lmu(
             m = new_m
             flat = m.reshape(-1)
             if kind is None and native is None:
-                seq.append(flat.copy())
+                # no hidden cell: the output is the memory, with input_to_hidden [m_t, x_t]
+                seq.append(np.concatenate([flat, xt]) if config.input_to_hidden else flat.copy())
                 continue
             v = np.concatenate([flat, xt]) if config.input_to_hidden else flat
             if native is not None:
@@ -211,6 +212,84 @@ def test_lti_memory_with_dense_hidden_and_input_to_hidden() -> None:
     close(out, expected)
     close(states[0], m[:, -1])
     close(states[1], expected[:, -1])
+
+
+# -- no hidden cell, input_to_hidden: the output is [m_t, x_t] (keras-lmu) ----------------------
+
+
+def _half_decay_config(**kw: Any) -> LMUConfig:
+    # order 1: A = [[-1]], B = [1]; theta = 1 / ln 2 makes zoh's Ad = exp(-1/theta) = 1/2 and
+    # Bd = 1 - Ad = 1/2, so the memory is m_t = (m_{t-1} + u_t) / 2, exactly
+    return LMUConfig(
+        memory_d=1, order=1, theta=1.0 / np.log(2.0), input_to_hidden=True, input_d=2, **kw
+    )
+
+
+HALF_KERNEL = np.array([[2.0], [-1.0]])
+HALF_X = np.array([[[1.0, 0.0], [0.0, 1.0], [2.0, 2.0]]])
+
+
+def test_no_hidden_cell_input_to_hidden_outputs_memory_and_input() -> None:
+    c = _half_decay_config()
+    # u = x @ kernel = [2, -1, 2]; m = [1, 0, 1]
+    out, states = reference.run(c, {"kernel": HALF_KERNEL}, HALF_X)
+    expected = np.array([[[1.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 2.0, 2.0]]])
+    close(out, expected, 1e-14)
+    assert len(states) == 1
+    close(states[0], np.array([[1.0]]), 1e-14)
+    # one step from that state: u = [3, -1] @ kernel = 7, m = (1 + 7) / 2 = 4
+    out1, states1 = reference.step(c, {"kernel": HALF_KERNEL}, np.array([[3.0, -1.0]]), states)
+    close(out1, np.array([[4.0, 3.0, -1.0]]), 1e-14)
+    assert len(states1) == 1
+    close(states1[0], np.array([[4.0]]), 1e-14)
+    assert reference.output_size(c) == 3
+    assert reference.state_sizes(c) == [1]
+
+
+def test_no_hidden_cell_input_to_hidden_output_keeps_the_undropped_input() -> None:
+    c = _half_decay_config(dropout=0.5)
+    mask = np.array([[0.0, 2.0]])  # drops the first feature, doubles the second
+    # the memory's input is dropped: u = (x * mask) @ kernel = [0, -2, -4]; m = [0, -1, -2.5]
+    out, states = reference.run(c, {"kernel": HALF_KERNEL}, HALF_X, input_mask=mask)
+    expected = np.array([[[0.0, 1.0, 0.0], [-1.0, 0.0, 1.0], [-2.5, 2.0, 2.0]]])
+    close(out, expected, 1e-14)
+    close(states[0], np.array([[-2.5]]), 1e-14)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"memory_to_memory": True, "use_bias": True, "theta": [3.0, 8.0]},
+        {"kernel_initializer": None, "input_d": 2},
+        {"discretizer": "bilinear", "order": 6, "memory_d": 1},
+    ],
+)
+def test_no_hidden_cell_input_to_hidden_matches_plain_loop(kw: dict[str, Any]) -> None:
+    c = cfg(input_to_hidden=True, **kw)
+    w = reference.random_weights(c, 2, seed=5)
+    x = inputs(2, 11, 2, seed=6)
+    init = [RNG.normal(size=(2, c.memory_d * c.order))]
+    out, states = reference.run(c, w, x, init)
+    ref_out, ref_states = loop_lmu(c, w, x, init)
+    assert out.shape == (2, 11, c.memory_d * c.order + 2)
+    close(out, ref_out)
+    close(out[..., c.memory_d * c.order :], x, 0.0)  # the input, unchanged
+    close(out[:, -1, : c.memory_d * c.order], states[0])
+    assert len(states) == len(ref_states) == 1
+    close(states[0], ref_states[0])
+
+
+def test_no_hidden_cell_input_to_hidden_output_size_needs_input_d() -> None:
+    c = cfg(input_to_hidden=True)
+    assert reference.output_size(c, input_d=3) == 2 * 4 + 3
+    assert reference.hidden_output_size(c, input_d=3) == 2 * 4 + 3
+    assert reference.output_size(c.replace(input_d=5)) == 2 * 4 + 5
+    assert reference.output_size(cfg()) == 2 * 4
+    with pytest.raises(ValueError, match="input_d") as info:
+        reference.output_size(c)
+    assert "input_to_hidden=True" in str(info.value)
+    assert "hidden_cell=None" in str(info.value)
 
 
 # -- recurrent connections against the plain loop -----------------------------------------------
@@ -563,7 +642,7 @@ GATES = {"dense": 1, "simple_rnn": 1, "gru": 3, "lstm": 4}
     [
         combo
         for combo in itertools.product(CELLS, *[[False, True]] * 5)
-        if combo[0] is not None or not (combo[1] or combo[3])  # h2m / i2h need a cell
+        if combo[0] is not None or not combo[1]  # h2m needs a cell
     ],
 )
 def test_random_weights_shapes_every_combination(
@@ -603,9 +682,9 @@ def test_random_weights_shapes_every_combination(
     assert {k: v.shape for k, v in w.items()} == expected
     assert all(v.dtype == np.float64 for v in w.values())
     # the sizes agree with the weights, and the weights run
-    out_d = units if cell else md * order
-    assert reference.output_size(c) == out_d
-    assert reference.hidden_output_size(c) == out_d
+    out_d = units if cell else md * order + (n_in if i2h else 0)
+    assert reference.output_size(c, input_d=n_in) == out_d
+    assert reference.hidden_output_size(c, input_d=n_in) == out_d
     assert reference.state_sizes(c) == [md * order] + (
         [] if cell is None else [units, units] if cell["type"] == "lstm" else [units]
     )

@@ -64,6 +64,10 @@ class LMUBase(nn.Module):
     A, B : Parameter or None
         The continuous system, (order, order) and (order, 1), with trainable_A / trainable_B.
     hidden_cell : nn.Module or None
+    output_size : int
+        Features of each output step: the hidden cell's output size; without a hidden cell
+        ``memory_d * order``, plus ``input_size`` with input_to_hidden (the output is then
+        ``[m_t, x_t]``, keras-lmu's convention, with ``x_t`` not dropped).
     mode : str or None
         The execution mode of the last forward call.
     """
@@ -121,7 +125,10 @@ class LMUBase(nn.Module):
             module = config.hidden_cell
         self.hidden_cell = module
         self._hidden = HiddenCell(module, hidden_in) if module is not None else None
-        self.output_size = self._hidden.output_size if self._hidden else self.memory_size
+        if self._hidden is not None:
+            self.output_size = self._hidden.output_size
+        else:  # the memory, or [m_t, x_t] with input_to_hidden (keras-lmu's convention)
+            self.output_size = self.memory_size + (self.input_size if config.input_to_hidden else 0)
         self.hidden_stateful = bool(self._hidden and self._hidden.stateful)
 
         # memory weights

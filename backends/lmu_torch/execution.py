@@ -147,8 +147,8 @@ def run_recurrent(
                 if rk is not None:
                     u = u + (m * rec_mask if rec_mask is not None else m) @ rk
                 m = layer.memory_step(m, u, Ad, Bd)
-        if hidden is None:
-            out = m
+        if hidden is None:  # the output is the memory, or [m_t, x_t] (keras-lmu)
+            out = torch.cat([m, x_t], dim=1) if c.input_to_hidden else m
         elif big is not None:
             z = m @ big
             pre = z[:, : layer.memory_size + 1]
@@ -217,8 +217,11 @@ def run_parallel(
                 m4 = m4 + free_response(Ad, m0, T)
             mseq = m4.reshape(batch, T, md * order)
             m_last = mseq[:, -1]
-    if hidden is None:
-        out = mseq if keep_all else m_last
+    if hidden is None:  # the output is the memory, or [m_t, x_t] (keras-lmu)
+        if keep_all:
+            out = torch.cat([mseq, x], dim=2) if c.input_to_hidden else mseq
+        else:
+            out = torch.cat([m_last, x[:, -1]], dim=1) if c.input_to_hidden else m_last
         return out, [m_last]
     h0 = (
         list(states[1:])

@@ -127,9 +127,29 @@ class LMUBase(keras.layers.Layer):
         return self.memory_size + (input_d if self.input_to_hidden else 0)
 
     def hidden_output_size(self, input_d: int | None = None) -> int:
-        """Features of the layer's output per step."""
+        """Features of the layer's output per step.
+
+        Without a hidden cell that is ``memory_d * order``, plus the input features with
+        input_to_hidden (the output is then ``[m_t, x_t]``, as in keras-lmu); ``input_d``
+        defaults to the ``input_d`` option.
+
+        Raises
+        ------
+        ValueError
+            When the output size depends on an input size that is not known yet.
+        """
         if self.hidden_cell is None:
-            return self.memory_size
+            if not self.input_to_hidden:
+                return self.memory_size
+            if input_d is None:
+                input_d = self.input_d
+            if input_d is None:
+                raise ValueError(
+                    f"{type(self).__name__} with hidden_cell=None and input_to_hidden=True "
+                    "outputs [m_t, x_t], whose size is unknown before the layer is built: pass "
+                    "input_d=<input features> (got input_d=None)"
+                )
+            return self.memory_size + int(input_d)
         in_features = None if input_d is None else self.hidden_input_size(input_d)
         return _hidden.output_size(self.hidden_cell, self.hidden_kind, in_features)
 

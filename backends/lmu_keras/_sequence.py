@@ -295,8 +295,8 @@ class SequenceLayer(LMUBase):
                 u = u + ops.matmul(mf, rk)
             m3 = memory_step(ops.reshape(m, (-1, md, n)), u, system, Ad_T)
             m = ops.reshape(m3, (-1, md * n))
-            if kind is None:
-                return m, [m]
+            if kind is None:  # the output is m, or [m, x] (as keras-lmu)
+                return (ops.concatenate([m, x_t], axis=-1) if i2h else m), [m]
             z = xs[2] if xh is not None else None
             h_in = ops.concatenate([m, x_t], axis=-1) if (i2h and z is None) else m
             out, h = step(h_in, list(h), z)

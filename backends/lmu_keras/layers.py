@@ -42,7 +42,8 @@ _SHARED_DOC = """
     hidden_cell : keras layer, dict or None
         A Keras layer (a stateless layer such as Dense, or an RNN cell), a neutral spec
         ``{"type": "dense" | "simple_rnn" | "gru" | "lstm", "units": int, "activation": str}``,
-        or None (the output is the memory).
+        or None (the output is the memory ``m_t``, or ``[m_t, x_t]`` with input_to_hidden, as
+        in keras-lmu).
 """
 
 
@@ -58,7 +59,9 @@ class LMUCell(DropoutRNNCell, LMUBase):
         Learn theta (stored as the weight ``theta_inv``).
     hidden_to_memory, memory_to_memory, input_to_hidden : bool
         Optional connections (previous hidden output into the memory; previous memory into
-        the memory through ``recurrent_kernel``; input into the hidden cell).
+        the memory through ``recurrent_kernel``; input into the hidden cell).  With
+        hidden_cell=None and input_to_hidden=True the output is ``[m_t, x_t]`` (x_t as given,
+        not dropped), as in keras-lmu.
     discretizer : {"zoh", "euler", "bilinear"}
     kernel_initializer : initializer or None
         None removes the input kernel (the memory's input must have memory_d features).
@@ -68,7 +71,9 @@ class LMUCell(DropoutRNNCell, LMUBase):
     dropout, recurrent_dropout : float
         Dropout on the memory's input and on the memory fed back (mask fixed per sequence).
     input_d : int, optional
-        Expected input features, checked at build time.
+        Expected input features, checked at build time.  With hidden_cell=None and
+        input_to_hidden=True it gives ``output_size`` before the cell is built (keras-lmu
+        requires it there; here it is needed only when ``output_size`` is asked before build).
     seed : int, optional
         Seed of the dropout masks.
     trainable_A, trainable_B : bool
@@ -194,9 +199,9 @@ class LMUCell(DropoutRNNCell, LMUBase):
         Ad_T = ops.transpose(system.Ad, (0, 2, 1))
         m3 = memory_step(ops.reshape(m, (-1, self.memory_d, self.order)), u, system, Ad_T)
         m = ops.reshape(m3, (-1, self.memory_size))
-        if self.hidden_cell is None:
-            return m, [m]
         h_in = ops.concatenate([m, x], axis=-1) if self.input_to_hidden else m
+        if self.hidden_cell is None:  # the output is m, or [m, x] (not dropped) as in keras-lmu
+            return h_in, [m]
         step = _hidden.step_fn(self.hidden_cell, self.hidden_kind, training, x.dtype)
         out, h = step(h_in, list(h))
         return out, [m, *h]

@@ -321,3 +321,40 @@ def test_neutral_hidden_weights_use_keras_layouts(float64):
     layer(np.zeros((1, 3, 2)))
     assert tuple(layer.hidden_cell.bias.shape) == w["hidden_bias"].shape == (2, 6)
     assert tuple(layer.hidden_cell.kernel.shape) == w["hidden_kernel"].shape
+
+
+def _keras_lmu_pair_no_hidden(kind):
+    """keras-lmu's and our layer with hidden_cell=None and input_to_hidden=True."""
+    keras_lmu = pytest.importorskip("keras_lmu")
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("keras-lmu runs on TensorFlow only")
+    import lmu_keras
+
+    models = []
+    for mod in (keras_lmu, lmu_keras):
+        inp = keras.Input((20, 3), dtype="float64")
+        common = dict(input_to_hidden=True, use_bias=True, dtype="float64")
+        if kind == "cell":
+            cell = mod.LMUCell(2, 5, 7.5, None, memory_to_memory=True, input_d=3, **common)
+            out = keras.layers.RNN(cell, return_sequences=True, dtype="float64")(inp)
+        elif kind == "feedforward":
+            out = mod.LMUFeedforward(2, 5, 7.5, None, return_sequences=True, **common)(inp)
+        else:
+            out = mod.LMU(2, 5, 7.5, None, **common)(inp)
+        models.append(keras.Model(inp, out))
+    return models
+
+
+# keras-lmu 0.9's LMU cannot run this config recurrently (memory_to_memory or trainable_theta):
+# it does not pass input_d on to its LMUCell, which then raises; its LMUCell is compared instead
+@pytest.mark.parametrize("kind", ["cell", "feedforward", "lmu-parallel"])
+def test_keras_lmu_no_hidden_cell_input_to_hidden(kind):
+    # keras-lmu: with hidden_cell=None and input_to_hidden=True the output is [m_t, x_t]
+    theirs, ours = _keras_lmu_pair_no_hidden(kind)
+    assert ours.output_shape == theirs.output_shape
+    assert ours.output_shape[-1] == 2 * 5 + 3
+    ours.set_weights(theirs.get_weights())
+    x = np.random.default_rng(1).normal(size=(2, 20, 3))
+    tol = 1e-10 if kind == "cell" else 1e-6  # keras-lmu's feedforward path: ~1e-7 in float64
+    np.testing.assert_allclose(np.asarray(ours(x)), np.asarray(theirs(x)), atol=tol)
+

@@ -24,6 +24,12 @@ __all__ = ["SequenceLayer"]
 class SequenceLayer(LMUBase):
     """LMU over whole sequences (the base of LMU and LMUFeedforward)."""
 
+    #: Where ``dropout`` acts.  False (LMU, as keras-lmu's LMUCell): on the memory's input
+    #: ``[x_t, h_{t-1}]`` only; the hidden cell (and the output without one) sees ``x_t`` as
+    #: given.  True (LMUFeedforward, as keras-lmu's): on the inputs before everything, so the
+    #: hidden cell also gets the dropped ``x_t``.  One mask per sequence either way.
+    _drop_inputs_first: bool = False
+
     def _setup_sequence(
         self,
         return_sequences: bool,
@@ -158,6 +164,11 @@ class SequenceLayer(LMUBase):
         mode = self.select_mode(x.shape[1])
         self.mode = mode
         training = bool(training)
+        if training and self.dropout > 0 and self._drop_inputs_first:
+            # keras-lmu's LMUFeedforward: Dropout with noise_shape (batch, 1, features)
+            x = x * self._draw_dropout_mask(
+                ops.zeros((ops.shape(x)[0], 1, x.shape[-1]), x.dtype), self.dropout
+            )
         if mode == "recurrent":
             out, new_states = self._run_recurrent(x, states, training)
         else:
@@ -175,7 +186,7 @@ class SequenceLayer(LMUBase):
     def _input_masks(self, x: Any, training: bool) -> tuple[Any, Any, Any]:
         """Dropout masks (fixed over the sequence): memory input (x part, h part), memory."""
         x_mask = h_mask = r_mask = None
-        if training and self.dropout > 0:
+        if training and self.dropout > 0 and not self._drop_inputs_first:
             width = x.shape[-1] + (
                 self.hidden_output_size(self._built_input_d) if self.hidden_to_memory else 0
             )

@@ -383,9 +383,13 @@ class LMUFeedforward(SequenceLayer):
     Parameters
     ----------
     memory_d, order, theta, hidden_cell, input_to_hidden, discretizer, kernel_initializer,
-    kernel_regularizer, use_bias, bias_initializer, bias_regularizer, dropout,
-    return_sequences
+    kernel_regularizer, use_bias, bias_initializer, bias_regularizer, return_sequences
         See :class:`LMU`.
+    dropout : float
+        Dropout on the inputs, before everything (one mask per sequence and feature), as in
+        keras-lmu's LMUFeedforward: with input_to_hidden the hidden cell gets the dropped
+        input too (and, without a hidden cell, the output is ``[m_t, dropped x_t]``).  This
+        differs from :class:`LMU` and :class:`LMUCell`, which drop only the memory's input.
     conv_mode : {"fft", "raw", "auto", "last_state"}
         "fft" by default, as in keras-lmu.
     truncate_ir : float or None
@@ -398,6 +402,8 @@ class LMUFeedforward(SequenceLayer):
     **kwargs
         Keras layer arguments.
     """
+
+    _drop_inputs_first = True  # keras-lmu's LMUFeedforward (see dropout above)
 
     _arg_names = (
         "memory_d",

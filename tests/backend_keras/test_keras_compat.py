@@ -358,3 +358,33 @@ def test_keras_lmu_no_hidden_cell_input_to_hidden(kind):
     tol = 1e-10 if kind == "cell" else 1e-6  # keras-lmu's feedforward path: ~1e-7 in float64
     np.testing.assert_allclose(np.asarray(ours(x)), np.asarray(theirs(x)), atol=tol)
 
+
+def test_feedforward_dropout_on_inputs_like_keras_lmu(float64):
+    # keras-lmu's LMUFeedforward drops its inputs before everything (one mask per sequence and
+    # feature), so the input copy in [m_t, x_t] is dropped too; ours does the same
+    keras_lmu = pytest.importorskip("keras_lmu")
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("keras-lmu runs on TensorFlow only")
+    import lmu_keras
+
+    cfg = lmu.LMUConfig(
+        memory_d=3,
+        order=4,
+        theta=5.0,
+        kernel_initializer=None,
+        input_to_hidden=True,
+        return_sequences=True,
+    )
+    x = np.random.default_rng(2).normal(size=(8, 10, 3)) + 3.0  # no zeros
+    for mod in (keras_lmu, lmu_keras):
+        layer = mod.LMUFeedforward(
+            3, 4, 5.0, None, input_to_hidden=True, kernel_initializer=None, dropout=0.5,
+            return_sequences=True, dtype="float64",
+        )  # fmt: skip
+        out = np.asarray(layer(x, training=True))
+        mask = out[..., 12:] / x
+        np.testing.assert_allclose(mask, np.broadcast_to(mask[:, :1], mask.shape), atol=1e-12)
+        assert set(np.round(np.unique(mask), 12)) <= {0.0, 2.0}, mod.__name__
+        assert 0 < np.count_nonzero(mask[:, 0]) < mask[:, 0].size, mod.__name__
+        memory = run(cfg, {}, x * mask)[0][..., :12]
+        np.testing.assert_allclose(out[..., :12], memory, atol=1e-6)

@@ -1,5 +1,6 @@
 """hidden_cell=None with input_to_hidden=True (keras-lmu's convention): the output is
-``[m_t, x_t]`` and the only state is the memory, in every mode, against lmu.reference."""
+``[m_t, x_t]`` and the only state is the memory, in every mode, against lmu.reference; and
+LMUFeedforward's dropout, which acts on the inputs before everything (as keras-lmu's)."""
 
 from __future__ import annotations
 
@@ -195,6 +196,65 @@ def test_lmu_dropout_keeps_the_output_copy_of_the_input(mode, float64):
     x = _data(9, seed=11)
     out = np.asarray(layer(x, training=True))
     np.testing.assert_array_equal(out[..., MEM:], x)
+
+
+def _fixed_mask(rate: float) -> np.ndarray:
+    m = np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])  # (batch, features)
+    return m / (1.0 - rate)
+
+
+def _patch_mask(monkeypatch, layer, rate):
+    """Make the layer's dropout draws a known mask (reshaped to the shape asked for)."""
+    mask = _fixed_mask(rate)
+
+    def draw(like, rate):
+        return keras.ops.reshape(keras.ops.convert_to_tensor(mask, like.dtype), like.shape)
+
+    monkeypatch.setattr(layer, "_draw_dropout_mask", draw)
+    return mask
+
+
+@pytest.mark.parametrize("mode", ["fft", "raw", "last_state"])
+@pytest.mark.parametrize("hidden", [None, "dense"])
+def test_feedforward_dropout_reaches_the_hidden_cell(monkeypatch, mode, hidden, float64):
+    # keras-lmu's LMUFeedforward applies Dropout to its inputs before everything: the memory
+    # and (with input_to_hidden) the hidden cell see the same dropped input
+    spec = None if hidden is None else {"type": "dense", "units": 4, "activation": "tanh"}
+    cfg = lmu.LMUConfig(
+        **{**BASE, "hidden_cell": spec},
+        dropout=0.5,
+        use_bias=True,
+        conv_mode=mode,
+        return_sequences=mode != "last_state",
+        truncate_ir=None,
+    )
+    x = _data(12, seed=12)
+    layer, w = _layer(LMUFeedforward, cfg, 12)
+    mask = _patch_mask(monkeypatch, layer, 0.5)
+    dropped = x * mask[:, None, :]
+    ref, _ = run(cfg, w, dropped)  # no further mask: the inputs are dropped already
+    expected = ref if cfg.return_sequences else ref[:, -1]
+    np.testing.assert_allclose(np.asarray(layer(x, training=True)), expected, atol=1e-10)
+    # at inference nothing is dropped
+    plain = run(cfg, w, x)[0]
+    np.testing.assert_allclose(
+        np.asarray(layer(x, training=False)), plain if cfg.return_sequences else plain[:, -1],
+        atol=1e-10,
+    )  # fmt: skip
+
+
+def test_feedforward_dropout_mask_fixed_over_time_per_feature(float64):
+    layer = LMUFeedforward(
+        MD, ORDER, 5.0, None, input_to_hidden=True, dropout=0.5, seed=3,
+        return_sequences=True, dtype="float64",
+    )  # fmt: skip
+    x = np.ones((6, 10, IN))
+    out = np.asarray(layer(x, training=True))
+    kept = out[..., MEM:]
+    assert set(np.unique(kept)) <= {0.0, 2.0}
+    np.testing.assert_array_equal(kept, np.broadcast_to(kept[:, :1], kept.shape))
+    assert 0 < np.count_nonzero(kept[:, 0]) < kept[:, 0].size
+    np.testing.assert_array_equal(np.asarray(layer(x, training=False))[..., MEM:], x)
 
 
 @pytest.mark.parametrize("cls", [LMU, LMUCell])

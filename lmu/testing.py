@@ -114,7 +114,7 @@ def _repair(case: dict[str, Any]) -> dict[str, Any] | None:
     """Make a factor combination valid (or None to drop it)."""
     c = dict(case)
     if c["hidden_cell"] is None:
-        c["hidden_to_memory"] = c["input_to_hidden"] = False
+        c["hidden_to_memory"] = False  # input_to_hidden stays: the output is then [m_t, x_t]
         c["activation"] = "tanh"
     if c["kind"] == "LMUCell":
         c["return_sequences"], c["conv_mode"] = False, "auto"

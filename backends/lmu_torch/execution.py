@@ -18,6 +18,7 @@ import lmu.system
 from .base import LMUBase
 from .convolution import conv_fft, conv_last, conv_raw, fft_length
 from .discrete import free_response
+from .fused import FUSED_ACTIVATIONS, fused_recurrence
 from .hidden import NeutralHidden
 from .recurrence import SCAN_ACTIVATIONS, conv_projected_fft, simple_rnn_scan
 
@@ -85,6 +86,8 @@ def run_recurrent(
     hidden = layer._hidden
     module = layer.hidden_cell
     neutral = isinstance(module, NeutralHidden)
+    if _can_fuse(layer, module, Ad, Bd, kh, in_mask, rec_mask, x):
+        return _run_fused(layer, module, x, xp, kh, rk, Ad, Bd, states, keep_all)
     T = x.shape[1]
     gx_steps: Sequence[torch.Tensor | None] = [None] * T
     Wm = None
@@ -167,6 +170,84 @@ def run_recurrent(
         if keep_all:
             outs.append(out)
     return (torch.stack(outs, dim=1) if keep_all else out), [m, *h]
+
+
+def _can_fuse(
+    layer: LMUBase,
+    module: Any,
+    Ad: torch.Tensor,
+    Bd: torch.Tensor,
+    kh: torch.Tensor | None,
+    in_mask: torch.Tensor | None,
+    rec_mask: torch.Tensor | None,
+    x: torch.Tensor,
+) -> bool:
+    """Whether :func:`fused_recurrence` covers this call (see :mod:`lmu_torch.fused`)."""
+    c = layer.config
+    if not (isinstance(module, NeutralHidden) and module.kind in ("simple_rnn", "dense")):
+        return False
+    W, _ = module.projection()
+    return (
+        module.activation in FUSED_ACTIVATIONS
+        and c.memory_d == 1
+        and Ad.shape[0] == 1
+        and in_mask is None
+        and rec_mask is None
+        and not (c.hidden_to_memory and kh is None)
+        and not (Ad.requires_grad or Bd.requires_grad)
+        and W.dtype == x.dtype
+        and not torch.is_autocast_enabled(x.device.type)
+        and not torch.compiler.is_compiling()
+    )
+
+
+def _run_fused(
+    layer: LMUBase,
+    module: NeutralHidden,
+    x: torch.Tensor,
+    xp: torch.Tensor,
+    kh: torch.Tensor | None,
+    rk: torch.Tensor | None,
+    Ad: torch.Tensor,
+    Bd: torch.Tensor,
+    states: Sequence[torch.Tensor],
+    keep_all: bool,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The step loop through :func:`fused_recurrence` (time-first inside)."""
+    N = layer.memory_size
+    W, b_ih = module.projection()
+    if module.kind == "simple_rnn":
+        U = module.recurrent_weight().t()
+        b_hh = module.rnn.bias_hh_l0
+    else:
+        U = b_hh = None
+    b = b_ih if b_hh is None else (b_hh if b_ih is None else b_ih + b_hh)
+    T, batch = x.shape[1], x.shape[0]
+    if layer.config.input_to_hidden:
+        c = torch.nn.functional.linear(x.transpose(0, 1), W[:, N:], b)
+    elif b is not None:
+        c = b.expand(T, batch, module.units)
+    else:
+        c = x.new_zeros(()).expand(T, batch, module.units)
+    m0 = states[0].to(x.dtype)
+    h0 = states[1].to(x.dtype)
+    out, m_T = fused_recurrence(
+        xp.transpose(0, 1),
+        c,
+        m0,
+        h0,
+        Ad[0],
+        Bd[0],
+        rk,
+        kh,
+        W[:, :N].t(),
+        U,
+        module.activation,
+        keep_all,
+    )
+    if keep_all:
+        return out.transpose(0, 1), [m_T, out[-1]]
+    return out, [m_T, out]
 
 
 def _truncated_length(layer: LMUBase, H: torch.Tensor) -> int:

@@ -1,0 +1,252 @@
+"""The hand-differentiated step loop (lmu_torch.fused) against autograd and lmu.reference."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import lmu_torch.execution as execution  # noqa: E402
+import lmu_torch.fused as fused  # noqa: E402
+from lmu_torch import LMU  # noqa: E402
+from lmu_torch_helpers import assert_close, assert_states_close, build, reference_run  # noqa: E402
+
+F64 = torch.float64
+
+
+def _autograd_loop(xp, c, m0, h0, A, Bd, rk, kh, Wm, U, activation, keep_all):  # type: ignore[no-untyped-def]
+    """The same recurrence written plainly, differentiated by autograd."""
+    f = torch.tanh if activation == "tanh" else torch.relu
+    m, h, outs = m0, h0, []
+    for t in range(xp.shape[0]):
+        u = xp[t]
+        if kh is not None:
+            u = u + h @ kh
+        if rk is not None:
+            u = u + m @ rk
+        m = m @ A.t() + u * Bd
+        pre = m @ Wm + c[t]
+        if U is not None:
+            pre = pre + h @ U
+        h = f(pre)
+        outs.append(h)
+    return (torch.stack(outs) if keep_all else h), m
+
+
+FLAGS = list(itertools.product([False, True], repeat=4))
+
+
+@pytest.mark.parametrize("block_bytes", [1, 400, 1 << 22], ids=["1-step", "2-steps", "1-block"])
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+@pytest.mark.parametrize(
+    ("rk", "kh", "U", "keep_all"), FLAGS, ids=["".join("x-"[not f] for f in c) for c in FLAGS]
+)
+def test_forward_and_every_gradient_match_autograd(
+    monkeypatch: pytest.MonkeyPatch,
+    block_bytes: int,
+    activation: str,
+    rk: bool,
+    kh: bool,
+    U: bool,
+    keep_all: bool,
+) -> None:
+    monkeypatch.setattr(fused, "_BLOCK_BYTES", block_bytes)
+    gen = torch.Generator().manual_seed(int(rk) + 2 * kh + 4 * U + 8 * keep_all)
+    T, batch, N, units = 7, 3, 5, 4
+
+    def rand(*shape: int, scale: float = 1.0) -> torch.Tensor:
+        return (torch.randn(*shape, generator=gen, dtype=F64) * scale).requires_grad_()
+
+    A = torch.eye(N, dtype=F64) * 0.9 + 0.05 * torch.randn(N, N, generator=gen, dtype=F64)
+    Bd = torch.randn(N, generator=gen, dtype=F64)
+    inputs: dict[str, Any] = dict(
+        xp=rand(T, batch, 1),
+        c=rand(T, batch, units),
+        m0=rand(batch, N),
+        h0=rand(batch, units),
+        rk=rand(N, 1, scale=0.3) if rk else None,
+        kh=rand(units, 1) if kh else None,
+        Wm=rand(N, units, scale=0.5),
+        U=rand(units, units, scale=0.5) if U else None,
+    )
+
+    def args() -> tuple[Any, ...]:
+        i = inputs
+        return (i["xp"], i["c"], i["m0"], i["h0"], A, Bd, i["rk"], i["kh"], i["Wm"], i["U"])
+
+    out, m_T = fused.fused_recurrence(*args(), activation, keep_all)
+    ref_out, ref_m = _autograd_loop(*args(), activation, keep_all)
+    torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-12)
+    torch.testing.assert_close(m_T, ref_m, rtol=0, atol=1e-12)
+    # a loss on the output and on the final memory (as when chunks are chained)
+    w_out = torch.randn(out.shape, generator=gen, dtype=F64)
+    w_m = torch.randn(m_T.shape, generator=gen, dtype=F64)
+    names = [k for k, v in inputs.items() if v is not None]
+    leaves = [inputs[k] for k in names]
+    got = torch.autograd.grad((out * w_out).sum() + (m_T * w_m).sum(), leaves, allow_unused=True)
+    want = torch.autograd.grad(
+        (ref_out * w_out).sum() + (ref_m * w_m).sum(), leaves, allow_unused=True
+    )
+    for name, leaf, g, e in zip(names, leaves, got, want, strict=True):
+        g = torch.zeros_like(leaf) if g is None else g
+        e = torch.zeros_like(leaf) if e is None else e
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10, msg=f"gradient of {name}")
+
+
+def test_gradcheck_through_the_function() -> None:
+    gen = torch.Generator().manual_seed(3)
+    T, batch, N, units = 5, 2, 4, 3
+
+    def rand(*shape: int) -> torch.Tensor:
+        return (torch.randn(*shape, generator=gen, dtype=F64) * 0.5).requires_grad_()
+
+    A = torch.eye(N, dtype=F64) * 0.8
+    Bd = torch.randn(N, generator=gen, dtype=F64)
+    leaves = (rand(T, batch, 1), rand(T, batch, units), rand(batch, N), rand(batch, units))
+    weights = (rand(N, 1), rand(units, 1), rand(N, units), rand(units, units))
+
+    def fn(xp, c, m0, h0, rk, kh, Wm, U):  # type: ignore[no-untyped-def]
+        return fused.fused_recurrence(xp, c, m0, h0, A, Bd, rk, kh, Wm, U, "tanh", True)
+
+    assert torch.autograd.gradcheck(fn, (*leaves, *weights))
+
+
+def test_rejects_trainable_matrices_and_other_activations() -> None:
+    A = torch.eye(3, dtype=F64, requires_grad=True)
+    z = torch.zeros
+    args = (z(2, 1, 1), z(2, 1, 2), z(1, 3), z(1, 2), A, z(3), None, None, z(3, 2), None)
+    with pytest.raises(ValueError, match="fixed A and B"):
+        fused.fused_recurrence(*args, "tanh", True)
+    with pytest.raises(ValueError, match="activation must be one of"):
+        fused.fused_recurrence(*args[:4], A.detach(), *args[5:], "sigmoid", True)
+
+
+LAYER_CASES = [
+    dict(hidden="simple_rnn", h2m=True, m2m=True, i2h=True, seq=True),
+    dict(hidden="simple_rnn", h2m=True, m2m=False, i2h=False, seq=False),
+    dict(hidden="simple_rnn", h2m=False, m2m=True, i2h=True, seq=False),
+    dict(hidden="dense", h2m=True, m2m=True, i2h=True, seq=True),
+    dict(hidden="dense", h2m=False, m2m=True, i2h=False, seq=False),
+]
+
+
+def _layer(case: dict[str, Any], seed: int = 0, **extra: Any) -> Any:
+    return build(
+        LMU,
+        2,
+        seed=seed,
+        memory_d=1,
+        order=6,
+        theta=7.5,
+        hidden_cell={"type": case["hidden"], "units": 5, "activation": "tanh"},
+        hidden_to_memory=case["h2m"],
+        memory_to_memory=case["m2m"],
+        input_to_hidden=case["i2h"],
+        return_sequences=case["seq"],
+        **extra,
+    )
+
+
+@pytest.fixture
+def fused_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts calls of the fused loop made by the layers (so a fallback cannot pass)."""
+    calls: list[int] = []
+    real = execution.fused_recurrence
+
+    def spy(*args: Any) -> Any:
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(execution, "fused_recurrence", spy)
+    return calls
+
+
+@pytest.mark.parametrize(
+    "case", LAYER_CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items())
+)
+def test_layer_uses_the_fused_loop_and_matches_reference(
+    case: dict[str, Any], fused_calls: list[int]
+) -> None:
+    layer = _layer(case)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(3, 40, 2))
+    state = [rng.normal(0, 0.5, size=(3, n)) for n in layer.state_sizes]
+    expected, expected_states = reference_run(layer, x, state)
+    out, states = layer(torch.tensor(x), tuple(torch.tensor(s) for s in state))
+    assert fused_calls, "the fused loop was not used"
+    assert layer.mode == "recurrent"
+    assert_close(out, expected, what="output")
+    assert_states_close(states, expected_states)
+
+
+@pytest.mark.parametrize(
+    "case", LAYER_CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items())
+)
+def test_layer_gradients_match_the_autograd_loop(
+    case: dict[str, Any], fused_calls: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every parameter's gradient, and the initial states', against the autograd step loop."""
+    x = torch.randn(3, 30, 2, dtype=F64, generator=torch.Generator().manual_seed(2))
+
+    def grads(use_fused: bool) -> dict[str, torch.Tensor]:
+        if not use_fused:
+            monkeypatch.setattr(execution, "_can_fuse", lambda *a: False)
+        layer = _layer(case, seed=4)
+        s0 = [torch.full((3, n), 0.1, dtype=F64, requires_grad=True) for n in layer.state_sizes]
+        out, states = layer(x, tuple(s0))
+        loss = out.pow(2).sum() + states[0].sin().sum()  # the final memory feeds the loss too
+        loss.backward()
+        got = {n: p.grad.clone() for n, p in layer.named_parameters() if p.grad is not None}
+        got.update(
+            {
+                f"state{i}": torch.zeros_like(s) if s.grad is None else s.grad
+                for i, s in enumerate(s0)
+            }
+        )
+        return got
+
+    fused_grads = grads(True)
+    assert fused_calls
+    plain = grads(False)
+    assert len(fused_calls) == 1, "the comparison run must not use the fused loop"
+    assert set(fused_grads) == set(plain)
+    for name, g in fused_grads.items():
+        torch.testing.assert_close(g, plain[name], rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_chunked_training_equals_whole(fused_calls: list[int]) -> None:
+    """Gradients through a state carried across two chunks equal those of one call."""
+    case = LAYER_CASES[0]
+    x = torch.randn(2, 24, 2, dtype=F64, generator=torch.Generator().manual_seed(5))
+
+    def grads(chunks: int) -> dict[str, torch.Tensor]:
+        layer = _layer(case, seed=6)
+        state = None
+        outs = []
+        for part in x.chunk(chunks, dim=1):
+            out, state = layer(part, state)
+            outs.append(out)
+        torch.cat(outs, dim=1).pow(2).sum().backward()
+        return {n: p.grad for n, p in layer.named_parameters() if p.grad is not None}
+
+    whole, chunked = grads(1), grads(3)
+    assert len(fused_calls) == 4
+    for name, g in whole.items():
+        torch.testing.assert_close(chunked[name], g, rtol=1e-10, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [dict(dropout=0.3), dict(recurrent_dropout=0.3), dict(trainable_theta=True)],
+    ids=["dropout", "recurrent_dropout", "trainable_theta"],
+)
+def test_falls_back_where_it_does_not_apply(extra: dict[str, Any], fused_calls: list[int]) -> None:
+    layer = _layer(LAYER_CASES[0], **extra)
+    layer.train()
+    out, _ = layer(torch.randn(2, 10, 2, dtype=F64))
+    out.sum().backward()
+    assert not fused_calls

@@ -117,8 +117,8 @@ class _FusedRecurrence(torch.autograd.Function):
         dtype, device = m0.dtype, m0.device
         tanh = ctx.activation == "tanh"
         # Two rolling rows [g_t | du_t | dm_{t+1}] feed the per-step GEMMs; g and du are also
-        # kept for every step (blocks ``GU``) for the weight gradients.  The du slot meets a
-        # zero row of W2, and starts at zero so that it is finite.
+        # kept for every step (G, DU) for the weight gradients.  The du slot meets a zero row
+        # of W2, and starts at zero so that it is finite; dm_T starts at zero.
         width = units + 1 + N
         work = torch.zeros(2, batch, width, dtype=dtype, device=device)
         W2 = torch.cat([Wm.t(), torch.zeros(1, N, dtype=dtype, device=device), A], dim=0)

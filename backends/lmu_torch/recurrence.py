@@ -12,7 +12,8 @@ the outputs, runs the backward recurrence
 
 .. math:: g_t = (\\partial L / \\partial h_t + g_{t+1} R^T) \\odot f'(h_t)
 
-in place into one buffer, and forms the weight gradient as one large GEMM over all steps:
+in place into one buffer, and forms the weight gradient as a few large GEMMs (one per block
+of stored steps):
 ``dL/dR = H_{prev}^T G``.  ``dL/da = G`` and ``dL/dh_0 = g_1 R^T``.
 """
 
@@ -34,21 +35,28 @@ def _activate_(v: torch.Tensor, activation: str) -> torch.Tensor:
     return v.tanh_() if activation == "tanh" else v.relu_()
 
 
-def _derivative(h: torch.Tensor, activation: str) -> torch.Tensor:
-    """f'(a) written in terms of h = f(a)."""
-    if activation == "tanh":  # 1 - h^2 in one pass
-        return torch.addcmul(torch.ones((), dtype=h.dtype, device=h.device), h, h, value=-1)
-    return (h > 0).to(h.dtype)
+#: Bytes per stored block of steps (see :data:`lmu_torch.fused._BLOCK_BYTES`).
+_STORE_BLOCK_BYTES = 4 << 20
 
 
-def _forward_loop(a: torch.Tensor, h0: torch.Tensor, R: torch.Tensor, activation: str):
-    """All outputs (T, batch, units) of the recurrence, without autograd."""
-    H = torch.empty_like(a)
+def _forward_loop(a: torch.Tensor, h0: torch.Tensor, R: torch.Tensor, activation: str, whole: bool):
+    """The outputs of the recurrence without autograd, as blocks of steps.
+
+    With ``whole`` the blocks are views of one (T, batch, units) tensor (returned second, the
+    layer's output); otherwise separate tensors, which the C allocator hands back on the next
+    call, where one large tensor would be a fresh mapping to fault in page by page.
+    """
+    T, batch, units = a.shape
+    size = max(1, _STORE_BLOCK_BYTES // max(1, batch * units * a.element_size()))
+    spans = [(t0, min(T, t0 + size)) for t0 in range(0, T, size)]
+    H = torch.empty_like(a) if whole else None
+    blocks = [H[t0:t1] if H is not None else a.new_empty(t1 - t0, batch, units) for t0, t1 in spans]
     h = h0
-    for t in range(a.shape[0]):
-        h = torch.addmm(a[t], h, R, out=H[t])
-        _activate_(h, activation)
-    return H
+    for (t0, _), blk in zip(spans, blocks, strict=True):
+        for i in range(blk.shape[0]):
+            h = torch.addmm(a[t0 + i], h, R, out=blk[i])
+            _activate_(h, activation)
+    return blocks, H, spans
 
 
 class _SimpleRNNScan(torch.autograd.Function):
@@ -56,42 +64,70 @@ class _SimpleRNNScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a, h0, R, activation, last_only):  # noqa: D102
-        H = _forward_loop(a.contiguous(), h0.contiguous(), R.contiguous(), activation)
+        blocks, H, spans = _forward_loop(
+            a.contiguous(), h0.contiguous(), R.contiguous(), activation, not last_only
+        )
         ctx.activation = activation
         ctx.last_only = last_only
+        ctx.spans = spans
+        if last_only:
+            ctx.blocks = blocks  # intermediates (an output must go through save_for_backward)
+            ctx.save_for_backward(h0, R)
+            return blocks[-1][-1].clone()
         ctx.save_for_backward(h0, R, H)
-        return H[-1].clone() if last_only else H
+        return H
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dH):  # noqa: D102
-        h0, R, H = ctx.saved_tensors
-        T = H.shape[0]
-        D = _derivative(H, ctx.activation)
-        G = torch.empty_like(H)
+        saved = ctx.saved_tensors
+        h0, R = saved[0], saved[1]
+        if ctx.last_only:
+            blocks = ctx.blocks
+        else:
+            blocks = [saved[2][t0:t1] for t0, t1 in ctx.spans]
+        T = sum(b.shape[0] for b in blocks)
+        units = h0.shape[-1]
+        tanh = ctx.activation == "tanh"
+        G = h0.new_empty(T, *h0.shape)
         Rt = R.t()
         if dH is None:
-            dH = torch.zeros_like(H[-1] if ctx.last_only else H)
+            dH = torch.zeros_like(h0 if ctx.last_only else G)
         dH = dH.contiguous()
-        G[T - 1].copy_(dH if ctx.last_only else dH[T - 1])
-        g = G[T - 1].mul_(D[T - 1])
-        for t in range(T - 2, -1, -1):
-            if ctx.last_only:
-                torch.mm(g, Rt, out=G[t])
-            else:
-                torch.addmm(dH[t], g, Rt, out=G[t])
-            g = G[t].mul_(D[t])
+        g = None
+        t = T
+        for blk in reversed(blocks):
+            for i in range(blk.shape[0] - 1, -1, -1):
+                t -= 1
+                out = G[t]
+                if g is None:
+                    out.copy_(dH if ctx.last_only else dH[t])
+                elif ctx.last_only:
+                    torch.mm(g, Rt, out=out)
+                else:
+                    torch.addmm(dH[t], g, Rt, out=out)
+                h = blk[i]
+                if tanh:  # g *= 1 - h^2
+                    out.addcmul_(out, h * h, value=-1)
+                else:
+                    out.mul_(h > 0)
+                g = out
         grad_a = G if ctx.needs_input_grad[0] else None
         grad_h0 = G[0] @ Rt if ctx.needs_input_grad[1] else None
         grad_R = None
         if ctx.needs_input_grad[2]:
-            units = H.shape[-1]
-            # H_prev^T G over all steps: h0^T g_1 plus one GEMM for steps 2..T
+            # H_prev^T G over all steps: h0^T g_1, then one GEMM per block
             grad_R = h0.t() @ G[0]
-            if T > 1:
-                grad_R = torch.addmm(
-                    grad_R, H[:-1].reshape(-1, units).t(), G[1:].reshape(-1, units)
-                )
+            t0 = 0
+            for blk in blocks:
+                n = blk.shape[0]
+                # rows t0+1 .. t0+n of G pair with this block's outputs (the next steps)
+                m = min(n, T - 1 - t0)
+                if m > 0:
+                    grad_R.addmm_(
+                        blk[:m].reshape(-1, units).t(), G[t0 + 1 : t0 + 1 + m].reshape(-1, units)
+                    )
+                t0 += n
         return grad_a, grad_h0, grad_R, None, None
 
 

@@ -7,14 +7,20 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import lmu_torch.recurrence as recurrence  # noqa: E402
 from lmu_torch import LMU  # noqa: E402
 from lmu_torch.recurrence import conv_projected_fft, simple_rnn_scan  # noqa: E402
 from lmu_torch_helpers import assert_close, assert_states_close, build, reference_run  # noqa: E402
 
 
+@pytest.mark.parametrize("block_bytes", [1, 200, 1 << 22], ids=["1-step", "2-steps", "1-block"])
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
 @pytest.mark.parametrize("last_only", [False, True])
-def test_scan_gradcheck(activation: str, last_only: bool) -> None:
+def test_scan_gradcheck(
+    monkeypatch: pytest.MonkeyPatch, block_bytes: int, activation: str, last_only: bool
+) -> None:
+    """Steps are stored in blocks (of one, two or all steps): the gradients cross them."""
+    monkeypatch.setattr(recurrence, "_STORE_BLOCK_BYTES", block_bytes)
     torch.manual_seed(0)
     a = torch.randn(6, 3, 4, dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)

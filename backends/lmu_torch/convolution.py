@@ -17,8 +17,10 @@ import lmu.system
 
 __all__ = ["FFT_BLOCK_ELEMENTS", "conv_fft", "conv_last", "conv_raw", "fft_length"]
 
-#: Complex elements of one block of the FFT product; bounds the transient memory.
-FFT_BLOCK_ELEMENTS = 1 << 21
+#: Complex elements of one block of the FFT product (2 MB in complex64), so that the
+#: product, its transform and the transposition into the output stay near the cores (on the
+#: 2-core benchmark machine 2^18 beat 2^16, 2^17, 2^19 and 2^21 in both directions).
+FFT_BLOCK_ELEMENTS = 1 << 18
 
 
 def fft_length(n: int) -> int:
@@ -66,9 +68,10 @@ def conv_raw(u: torch.Tensor, H: torch.Tensor) -> torch.Tensor:
 class _FFTConv(torch.autograd.Function):
     """Blocked FFT convolution with a hand-written backward that saves only u and H.
 
-    The transforms run along the last, contiguous axis ((batch, memory_d, order, time)
-    layout); blocks of the order axis bound the complex intermediates, and each block is
-    transposed once into the (batch, time, memory_d, order) output.
+    The transforms run along the last, contiguous axis; the product, the transform and the
+    transposition into the (batch, time, memory_d, order) output go one cache-sized block at
+    a time: one batch row, a few memory dimensions and (for a long order) part of the order
+    axis.  Each block is then written as rows of ``order`` contiguous values.
     """
 
     @staticmethod
@@ -76,14 +79,16 @@ class _FFTConv(torch.autograd.Function):
         batch, T, md = u.shape
         n, K, order = H.shape
         nfft = fft_length(T + K - 1)
-        Uf = torch.fft.rfft(u.transpose(1, 2), n=nfft)[:, :, None, :]  # (b, md, 1, Fr)
+        Uf = torch.fft.rfft(u.transpose(1, 2), n=nfft)  # (b, md, Fr)
         Hf = torch.fft.rfft(H.transpose(1, 2), n=nfft)  # (n, order, Fr)
         out = torch.empty(batch, T, md, order, dtype=u.dtype, device=u.device)
-        step = _block_rows(block, batch * md * Uf.shape[-1], order)
-        for o0 in range(0, order, step):
-            o1 = min(order, o0 + step)
-            y = torch.fft.irfft(Uf * Hf[None, :, o0:o1], n=nfft)  # (b, md, oc, nfft)
-            out[:, :, :, o0:o1] = y[..., :T].permute(0, 3, 1, 2)
+        for i, (d0, d1), (o0, o1) in _blocks(batch, md, order, Uf.shape[-1], block):
+            if n == 1:
+                P = Uf[i, d0:d1, None, :] * Hf[0, None, o0:o1]  # (dc, oc, Fr)
+            else:
+                P = Uf[i, d0:d1, None, :] * Hf[d0:d1, o0:o1]
+            y = torch.fft.irfft(P, n=nfft)  # (dc, oc, nfft)
+            out[i, :, d0:d1, o0:o1] = y[..., :T].permute(2, 0, 1)
         ctx.save_for_backward(u, H)
         ctx.block = block
         return out
@@ -99,32 +104,47 @@ class _FFTConv(torch.autograd.Function):
         Uf = torch.fft.rfft(u.transpose(1, 2), n=nfft)  # (b, md, Fr)
         Hf = torch.fft.rfft(H.transpose(1, 2), n=nfft)  # (n, order, Fr)
         gu_f = torch.zeros_like(Uf) if need_u else None
-        gh_blocks = []
-        step = _block_rows(ctx.block, batch * md * Uf.shape[-1], order)
-        buf = None
-        for o0 in range(0, order, step):
-            o1 = min(order, o0 + step)
-            if buf is None or buf.shape[2] != o1 - o0:
-                buf = torch.zeros(batch, md, o1 - o0, nfft, dtype=grad.dtype, device=grad.device)
-            buf[..., :T] = grad[:, :, :, o0:o1].permute(0, 2, 3, 1)
-            Gf = torch.fft.rfft(buf)  # (b, md, oc, Fr)
-            if need_u:
-                gu_f = gu_f + (Gf * Hf[None, :, o0:o1].conj()).sum(2)
-            if need_h:
-                corr = (Gf * Uf.conj()[:, :, None]).sum(0)  # (md, oc, Fr)
+        gh_f = torch.zeros_like(Hf) if need_h else None
+        Uc = Uf.conj().resolve_conj() if need_h else None
+        Hc = Hf.conj().resolve_conj() if need_u else None
+        bufs: dict[tuple[int, int], torch.Tensor] = {}
+        for i, (d0, d1), (o0, o1) in _blocks(batch, md, order, Uf.shape[-1], ctx.block):
+            buf = bufs.get((d1 - d0, o1 - o0))
+            if buf is None:  # zero-padded past T once; only [..., :T] is rewritten
+                buf = grad.new_zeros(d1 - d0, o1 - o0, nfft)
+                bufs[(d1 - d0, o1 - o0)] = buf
+            buf[..., :T] = grad[i, :, d0:d1, o0:o1].permute(1, 2, 0)
+            Gf = torch.fft.rfft(buf)  # (dc, oc, Fr)
+            if need_u:  # sum over the order axis of Gf conj(Hf)
+                Hb = Hc[0, None, o0:o1] if n == 1 else Hc[d0:d1, o0:o1]
+                gu_f[i, d0:d1] += (Gf * Hb).sum(1)
+            if need_h:  # sum over the batch (and, when shared, the memory dims) of Gf conj(Uf)
+                corr = Gf * Uc[i, d0:d1, None, :]
                 if n == 1:
-                    corr = corr.sum(0, keepdim=True)
-                gh_blocks.append(torch.fft.irfft(corr, n=nfft)[..., :K])
+                    gh_f[0, o0:o1] += corr.sum(0)
+                else:
+                    gh_f[d0:d1, o0:o1] += corr
         grad_u = torch.fft.irfft(gu_f, n=nfft)[..., :T].transpose(1, 2) if need_u else None
-        grad_h = torch.cat(gh_blocks, dim=1).transpose(1, 2) if need_h else None
+        grad_h = torch.fft.irfft(gh_f, n=nfft)[..., :K].transpose(1, 2) if need_h else None
         return grad_u, grad_h, None
 
 
-def _block_rows(block: int, per_row: int, order: int) -> int:
-    """Rows of the order axis per block: about ``block`` complex elements, evenly split."""
-    rows = max(1, min(order, block // max(1, per_row)))
-    count = -(-order // rows)
-    return -(-order // count)
+def _blocks(
+    batch: int, md: int, order: int, freqs: int, block: int
+) -> list[tuple[int, tuple[int, int], tuple[int, int]]]:
+    """``(row, (d0, d1), (o0, o1))`` blocks of about ``block`` complex products each."""
+    oc = _even_split(order, max(1, block // max(1, freqs)))
+    dc = _even_split(md, max(1, block // max(1, oc * freqs)))
+    d_spans = [(d, min(md, d + dc)) for d in range(0, md, dc)]
+    o_spans = [(o, min(order, o + oc)) for o in range(0, order, oc)]
+    return [(i, ds, os) for i in range(batch) for ds in d_spans for os in o_spans]
+
+
+def _even_split(total: int, most: int) -> int:
+    """The part size that splits ``total`` into the fewest parts of at most ``most``, evenly."""
+    most = max(1, min(total, most))
+    count = -(-total // most)
+    return -(-total // count)
 
 
 def conv_fft(u: torch.Tensor, H: torch.Tensor, block: int = FFT_BLOCK_ELEMENTS) -> torch.Tensor:

@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from lmu_torch import LMU  # noqa: E402
-from lmu_torch.convolution import conv_fft  # noqa: E402
+from lmu_torch.convolution import conv_fft, conv_raw  # noqa: E402
 from lmu_torch_helpers import build  # noqa: E402
 from torch.func import functional_call  # noqa: E402
 
@@ -92,12 +92,24 @@ def test_gradcheck_theta_a_b(mode: str, discretizer: str, which: str, per_dim: b
     assert torch.autograd.gradcheck(fn, tuple(params.values()))
 
 
+@pytest.mark.parametrize(
+    "block", [8, 48, 1 << 17], ids=["order-split", "per-memory-dim", "whole-row"]
+)
 @pytest.mark.parametrize("shared", [True, False])
-def test_gradcheck_blocked_fft_convolution(shared: bool) -> None:
+def test_gradcheck_blocked_fft_convolution(shared: bool, block: int) -> None:
     u = torch.randn(2, 7, 3, dtype=torch.float64, requires_grad=True)
     H = torch.randn(1 if shared else 3, 7, 4, dtype=torch.float64, requires_grad=True)
-    # a tiny block forces several blocks along the order axis
-    assert torch.autograd.gradcheck(lambda u, H: conv_fft(u, H, block=2 * 8 * 3), (u, H))
+    # 8 frequencies: block 8 splits the order axis, 48 gives one memory dimension per block
+    assert torch.autograd.gradcheck(lambda u, H: conv_fft(u, H, block=block), (u, H))
+    # and exactly (not just within gradcheck's tolerance) the direct convolution's gradients
+    direct = conv_raw(u, H)
+    blocked = conv_fft(u, H, block=block)
+    torch.testing.assert_close(blocked, direct, rtol=0, atol=1e-12)
+    w = torch.randn_like(direct)
+    got = torch.autograd.grad((blocked * w).sum(), (u, H))
+    want = torch.autograd.grad((direct * w).sum(), (u, H))
+    for g, e in zip(got, want, strict=True):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-12)
 
 
 def test_theta_receives_gradient_in_every_parallel_mode() -> None:

@@ -201,8 +201,8 @@ class LMUConfig:
         Feed the input to the hidden cell beside the memory, as ``[m_t, x_t]``.  Without a
         hidden cell the output is then ``[m_t, x_t]`` itself (memory_d * order + input_d
         features), as in keras-lmu.  ``dropout`` acts on the memory's input, not on this
-        ``x_t`` (except in the Keras LMUFeedforward, which drops its inputs before everything,
-        as keras-lmu's does).
+        ``x_t`` (except in the Keras LMUFeedforward, and the Keras LMU with a linear memory,
+        which drop their inputs before everything, as keras-lmu's do).
     discretizer : {"zoh", "euler", "bilinear"}
     kernel_initializer : str, callable or None
         None removes the input kernel: the input must then have ``memory_d`` features.

@@ -235,6 +235,11 @@ class LMU(SequenceLayer):
     kernel_regularizer, recurrent_regularizer, bias_regularizer : regularizer or None
     use_bias : bool
     dropout, recurrent_dropout : float
+        One mask per sequence.  As keras-lmu's ``LMU``: with a linear memory (no
+        hidden_to_memory, memory_to_memory or trainable_theta, where keras-lmu runs its
+        LMUFeedforward) ``dropout`` acts on the inputs before everything, so with
+        input_to_hidden the hidden cell (or the ``[m_t, x_t]`` output) gets the dropped
+        input; otherwise (as its LMUCell) only on the memory's input ``[x_t, h_{t-1}]``.
     return_sequences : bool
         Output every step, or only the last.
     trainable_A, trainable_B : bool
@@ -253,6 +258,11 @@ class LMU(SequenceLayer):
     **kwargs
         Keras layer arguments.
     """
+
+    @property
+    def _drop_inputs_first(self) -> bool:  # type: ignore[override]
+        # keras-lmu's LMU builds its LMUFeedforward for exactly these configurations
+        return not (self.hidden_to_memory or self.memory_to_memory or self.trainable_theta)
 
     _arg_names = (
         "memory_d",
@@ -388,8 +398,9 @@ class LMUFeedforward(SequenceLayer):
     dropout : float
         Dropout on the inputs, before everything (one mask per sequence and feature), as in
         keras-lmu's LMUFeedforward: with input_to_hidden the hidden cell gets the dropped
-        input too (and, without a hidden cell, the output is ``[m_t, dropped x_t]``).  This
-        differs from :class:`LMU` and :class:`LMUCell`, which drop only the memory's input.
+        input too (and, without a hidden cell, the output is ``[m_t, dropped x_t]``).  So
+        does :class:`LMU` with a linear memory; :class:`LMUCell` drops only the memory's
+        input.
     conv_mode : {"fft", "raw", "auto", "last_state"}
         "fft" by default, as in keras-lmu.
     truncate_ir : float or None

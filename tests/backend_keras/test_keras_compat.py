@@ -388,3 +388,38 @@ def test_feedforward_dropout_on_inputs_like_keras_lmu(float64):
         assert 0 < np.count_nonzero(mask[:, 0]) < mask[:, 0].size, mod.__name__
         memory = run(cfg, {}, x * mask)[0][..., :12]
         np.testing.assert_allclose(out[..., :12], memory, atol=1e-6)
+
+
+@pytest.mark.parametrize("linear", [True, False], ids=["linear-memory", "memory_to_memory"])
+def test_lmu_dropout_like_keras_lmu_lmu(linear, float64):
+    # keras-lmu's LMU runs its LMUFeedforward for a linear memory, which drops the inputs
+    # before everything (the hidden cell sees the dropped x), and its LMUCell otherwise, which
+    # drops only the memory's input [x, h]; ours follows the same split.  A linear hidden cell
+    # with identity weights on x exposes what the hidden cell received.
+    keras_lmu = pytest.importorskip("keras_lmu")
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("keras-lmu runs on TensorFlow only")
+    import lmu_keras
+
+    keras.utils.set_random_seed(5)
+    memory = 2 * 3
+    x = np.random.default_rng(4).normal(size=(32, 6, 2)) + 3.0  # no zeros; 64 mask entries
+
+    def seen(mod):
+        hidden = keras.layers.Dense(memory + 2, use_bias=False, dtype="float64")
+        layer = mod.LMU(
+            2, 3, 4.0, hidden, input_to_hidden=True, memory_to_memory=not linear,
+            dropout=0.5, return_sequences=True, dtype="float64",
+        )  # fmt: skip
+        layer(x[:1])
+        hidden.set_weights([np.eye(memory + 2)])
+        return np.asarray(layer(x, training=True))[..., memory:] / x  # the x part the cell got
+
+    for mod in (keras_lmu, lmu_keras):
+        ratio = seen(mod)
+        if linear:  # the dropped input: 0 or 2, fixed over the sequence, some of each
+            assert set(np.round(np.unique(ratio), 10)) <= {0.0, 2.0}, mod.__name__
+            assert 0 < np.count_nonzero(ratio[:, 0]) < ratio[:, 0].size, mod.__name__
+            np.testing.assert_allclose(ratio, np.broadcast_to(ratio[:, :1], ratio.shape))
+        else:  # the raw input
+            np.testing.assert_allclose(ratio, 1.0, atol=1e-12, err_msg=mod.__name__)

@@ -187,15 +187,26 @@ def test_chunked_equals_whole(mode, float64):
 
 
 @pytest.mark.parametrize("mode", ["fft", "recurrent"])
-def test_lmu_dropout_keeps_the_output_copy_of_the_input(mode, float64):
-    # LMU (like keras-lmu's LMUCell) drops only the memory's input: [m_t, x_t] has x_t as given
+@pytest.mark.parametrize("linear", [True, False], ids=["linear", "memory_to_memory"])
+def test_lmu_dropout_on_the_output_copy_of_the_input(mode, linear, float64):
+    # As keras-lmu's LMU: a linear memory drops the inputs before everything (its
+    # LMUFeedforward), so [m_t, x_t] carries the dropped x_t, in every mode; otherwise (its
+    # LMUCell) only the memory's input is dropped and x_t stays as given.
+    if not linear and mode == "fft":
+        pytest.skip("memory_to_memory has no fft mode")
     layer = LMU(
         MD, ORDER, 5.0, None, input_to_hidden=True, dropout=0.5, seed=1,
-        return_sequences=True, conv_mode=mode, dtype="float64",
+        memory_to_memory=not linear, return_sequences=True, conv_mode=mode, dtype="float64",
     )  # fmt: skip
     x = _data(9, seed=11)
     out = np.asarray(layer(x, training=True))
-    np.testing.assert_array_equal(out[..., MEM:], x)
+    if not linear:
+        np.testing.assert_array_equal(out[..., MEM:], x)
+        return
+    ratio = out[..., MEM:] / x
+    np.testing.assert_allclose(ratio, np.broadcast_to(ratio[:, :1], ratio.shape), atol=1e-12)
+    assert set(np.round(np.unique(ratio), 12)) <= {0.0, 2.0}
+    assert 0 < np.count_nonzero(ratio[:, 0]) < ratio[:, 0].size
 
 
 def _fixed_mask(rate: float) -> np.ndarray:

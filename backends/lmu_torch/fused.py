@@ -27,8 +27,9 @@ terms at once).  The backward pass runs, from the last step down, with
     \delta m_t &= [g_t | \delta m_{t+1}] [W_m^T ; A] + du_{t+1} r^T                \\
     du_t &= \delta m_t B^T
 
-again two GEMMs per step, writing into one buffer laid out ``[g_t | du_t | dm_{t+1}]`` per
-step, so that every weight gradient is afterwards one large GEMM over all steps.
+again two GEMMs per step, on a rolling row ``[g_t | du_t | dm_{t+1}]``.  ``g`` and ``du`` are
+kept for every step, so that each weight gradient is afterwards one large GEMM per block of
+stored steps.
 """
 
 from __future__ import annotations

@@ -182,6 +182,7 @@ class LMUCell(DropoutRNNCell, LMUBase):
     def call(self, inputs: Any, states: Any, training: Any = False) -> tuple[Any, list[Any]]:
         """One step: ``(output, [memory, *hidden])`` from ``inputs`` (batch, features)."""
         states = list(states) if isinstance(states, (list, tuple)) else [states]
+        self._check_step(inputs, states)
         x = ops.cast(inputs, self.compute_dtype)
         m, h = states[0], states[1:]
         u_in = ops.concatenate([x, h[0]], axis=-1) if self.hidden_to_memory else x
@@ -205,6 +206,33 @@ class LMUCell(DropoutRNNCell, LMUBase):
         step = _hidden.step_fn(self.hidden_cell, self.hidden_kind, training, x.dtype)
         out, h = step(h_in, list(h))
         return out, [m, *h]
+
+    def _check_step(self, inputs: Any, states: list[Any]) -> None:
+        """A clear ValueError for an input or states that do not fit (static shapes only)."""
+        shape = tuple(inputs.shape)
+        if len(shape) != 2:
+            raise ValueError(
+                f"LMUCell inputs must have shape (batch, features), one step (got shape {shape})"
+            )
+        want_d = getattr(self, "_built_input_d", None)
+        if want_d is not None and shape[-1] is not None and shape[-1] != want_d:
+            raise ValueError(
+                f"LMUCell inputs must have input_d={want_d} features, as when it was built "
+                f"(got shape {shape})"
+            )
+        sizes = self.state_size
+        if len(states) != len(sizes):
+            raise ValueError(
+                f"LMUCell expects {len(sizes)} states [memory, *hidden] of sizes {sizes} "
+                f"(got {len(states)} state{'s' if len(states) != 1 else ''})"
+            )
+        for i, (state, size) in enumerate(zip(states, sizes, strict=True)):
+            got = tuple(state.shape)
+            if len(got) != 2 or (got[-1] is not None and got[-1] != size):
+                what = "memory (memory_d * order)" if i == 0 else f"hidden state {i - 1}"
+                raise ValueError(
+                    f"LMUCell state {i} ({what}) must have shape (batch, {size}) (got shape {got})"
+                )
 
     def reset_dropout_mask(self) -> None:
         """Forget the cached input mask (and the hidden cell's)."""

@@ -17,11 +17,4 @@ import lmu.testing  # noqa: E402
     test_bad_configs,
     test_bad_inputs,
     test_bad_weights,
-) = lmu.testing.make_conformance_tests(
-    "keras",
-    xfail={
-        # reported to the Keras backend: LMUCell.call checks neither the input's features nor
-        # the states, so a bad one fails deep inside (InvalidArgumentError, IndexError, ...)
-        "bad_inputs[LMUCell]": "lmu_keras.LMUCell does not validate its input and states",
-    },
-)
+) = lmu.testing.make_conformance_tests("keras")

@@ -18,7 +18,7 @@ import lmu.system
 from .base import LMUBase
 from .convolution import conv_fft, conv_last, conv_raw, fft_length
 from .discrete import free_response
-from .fused import FUSED_ACTIVATIONS, fused_recurrence
+from .fused import fused_recurrence
 from .hidden import NeutralHidden
 from .recurrence import SCAN_ACTIVATIONS, conv_projected_fft, simple_rnn_scan
 
@@ -188,7 +188,7 @@ def _can_fuse(
         return False
     W, _ = module.projection()
     return (
-        module.activation in FUSED_ACTIVATIONS
+        module.activation in SCAN_ACTIVATIONS
         and c.memory_d == 1
         and Ad.shape[0] == 1
         and in_mask is None

@@ -37,21 +37,9 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-__all__ = ["FUSED_ACTIVATIONS", "fused_recurrence"]
+from .recurrence import SCAN_ACTIVATIONS, _activate_, _step_spans, _times_derivative_
 
-#: Activations whose derivative is a function of the output alone.
-FUSED_ACTIVATIONS = ("tanh", "relu")
-
-
-#: Bytes per stored block of steps: blocks this size come back from the C allocator's heap
-#: on the next call, where one (T, batch, order) tensor would be a fresh mapping to fault in.
-_BLOCK_BYTES = 4 << 20
-
-
-def _blocks(T: int, row_bytes: int) -> list[tuple[int, int]]:
-    """``(start, stop)`` of consecutive step blocks of about :data:`_BLOCK_BYTES` each."""
-    size = max(1, _BLOCK_BYTES // max(1, row_bytes))
-    return [(a, min(T, a + size)) for a in range(0, T, size)]
+__all__ = ["fused_recurrence"]
 
 
 class _FusedRecurrence(torch.autograd.Function):
@@ -67,7 +55,7 @@ class _FusedRecurrence(torch.autograd.Function):
         hw = ([kh] if kh is not None else []) + ([U] if U is not None else [])
         hcat = torch.cat(hw, dim=1) if hw else None
         k = 1 if kh is not None else 0
-        blocks = _blocks(T, batch * max(N, units) * xp.element_size())
+        blocks = _step_spans(T, batch * max(N, units) * xp.element_size())
         Ms = [torch.empty(b - a, batch, N, dtype=dtype, device=device) for a, b in blocks]
         if keep_all:
             Hall = torch.empty(T, batch, units, dtype=dtype, device=device)
@@ -75,7 +63,6 @@ class _FusedRecurrence(torch.autograd.Function):
         else:
             Hs = [torch.empty(b - a, batch, units, dtype=dtype, device=device) for a, b in blocks]
         Bd = Bd.contiguous()
-        act_ = torch.Tensor.tanh_ if activation == "tanh" else torch.Tensor.relu_
         z = m0 @ big
         h = h0
         for (a, _), M_blk, H_blk in zip(blocks, Ms, Hs, strict=True):
@@ -92,7 +79,7 @@ class _FusedRecurrence(torch.autograd.Function):
                 pre = torch.add(z[:, N + r :], c[t], out=H_blk[i])
                 if U is not None:
                     pre.add_(y[:, k:])
-                h = act_(pre)
+                h = _activate_(pre, activation)
         ctx.activation = activation
         ctx.keep_all = keep_all
         ctx.blocks = blocks
@@ -116,7 +103,7 @@ class _FusedRecurrence(torch.autograd.Function):
         units = Wm.shape[1]
         T = blocks[-1][1]
         dtype, device = m0.dtype, m0.device
-        tanh = ctx.activation == "tanh"
+        activation = ctx.activation
         # Two rolling rows [g_t | du_t | dm_{t+1}] feed the per-step GEMMs; g and du are also
         # kept for every step (G, DU) for the weight gradients.  The du slot meets a zero row
         # of W2, and starts at zero so that it is finite; dm_T starts at zero.
@@ -164,12 +151,7 @@ class _FusedRecurrence(torch.autograd.Function):
                     g.copy_(dh)
                 else:
                     g.zero_()
-                h = H_blk[i]
-                if tanh:  # g *= 1 - h^2
-                    torch.addcmul(g, g, h * h, value=-1, out=G[t])
-                else:
-                    torch.mul(g, h > 0, out=G[t])
-                g.copy_(G[t])
+                G[t].copy_(_times_derivative_(g, H_blk[i], activation))
                 dm = nxt[:, units + 1 :] if t > 0 else dm_first
                 if t < T - 1 and rk_t is not None:
                     torch.mul(nxt[:, units : units + 1], rk_t, out=dm)
@@ -274,8 +256,8 @@ def fused_recurrence(
     m_T : torch.Tensor
         The final memory (batch, order).
     """
-    if activation not in FUSED_ACTIVATIONS:
-        raise ValueError(f"activation must be one of {FUSED_ACTIVATIONS} (got {activation!r})")
+    if activation not in SCAN_ACTIVATIONS:
+        raise ValueError(f"activation must be one of {SCAN_ACTIVATIONS} (got {activation!r})")
     if A.requires_grad or Bd.requires_grad:
         raise ValueError("fused_recurrence needs fixed A and B (they require a gradient here)")
     return _FusedRecurrence.apply(xp, c, m0, h0, A, Bd, rk, kh, Wm, U, activation, keep_all)

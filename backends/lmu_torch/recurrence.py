@@ -35,8 +35,22 @@ def _activate_(v: torch.Tensor, activation: str) -> torch.Tensor:
     return v.tanh_() if activation == "tanh" else v.relu_()
 
 
-#: Bytes per stored block of steps (see :data:`lmu_torch.fused._BLOCK_BYTES`).
+def _times_derivative_(g: torch.Tensor, h: torch.Tensor, activation: str) -> torch.Tensor:
+    """``g *= f'(a)`` in place, with f' written in terms of the output h = f(a)."""
+    if activation == "tanh":  # g *= 1 - h^2
+        return g.addcmul_(g, h * h, value=-1)
+    return g.mul_(h > 0)
+
+
+#: Bytes per stored block of steps: blocks this size come back from the C allocator's heap on
+#: the next call, where one (T, batch, units) tensor would be a fresh mapping to fault in.
 _STORE_BLOCK_BYTES = 4 << 20
+
+
+def _step_spans(T: int, row_bytes: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of consecutive step blocks of about :data:`_STORE_BLOCK_BYTES` each."""
+    size = max(1, _STORE_BLOCK_BYTES // max(1, row_bytes))
+    return [(t0, min(T, t0 + size)) for t0 in range(0, T, size)]
 
 
 def _forward_loop(a: torch.Tensor, h0: torch.Tensor, R: torch.Tensor, activation: str, whole: bool):
@@ -47,8 +61,7 @@ def _forward_loop(a: torch.Tensor, h0: torch.Tensor, R: torch.Tensor, activation
     call, where one large tensor would be a fresh mapping to fault in page by page.
     """
     T, batch, units = a.shape
-    size = max(1, _STORE_BLOCK_BYTES // max(1, batch * units * a.element_size()))
-    spans = [(t0, min(T, t0 + size)) for t0 in range(0, T, size)]
+    spans = _step_spans(T, batch * units * a.element_size())
     H = torch.empty_like(a) if whole else None
     blocks = [H[t0:t1] if H is not None else a.new_empty(t1 - t0, batch, units) for t0, t1 in spans]
     h = h0
@@ -86,9 +99,8 @@ class _SimpleRNNScan(torch.autograd.Function):
             blocks = ctx.blocks
         else:
             blocks = [saved[2][t0:t1] for t0, t1 in ctx.spans]
-        T = sum(b.shape[0] for b in blocks)
+        T = ctx.spans[-1][1]
         units = h0.shape[-1]
-        tanh = ctx.activation == "tanh"
         G = h0.new_empty(T, *h0.shape)
         Rt = R.t()
         if dH is None:
@@ -106,12 +118,7 @@ class _SimpleRNNScan(torch.autograd.Function):
                     torch.mm(g, Rt, out=out)
                 else:
                     torch.addmm(dH[t], g, Rt, out=out)
-                h = blk[i]
-                if tanh:  # g *= 1 - h^2
-                    out.addcmul_(out, h * h, value=-1)
-                else:
-                    out.mul_(h > 0)
-                g = out
+                g = _times_derivative_(out, blk[i], ctx.activation)
         grad_a = G if ctx.needs_input_grad[0] else None
         grad_h0 = G[0] @ Rt if ctx.needs_input_grad[1] else None
         grad_R = None

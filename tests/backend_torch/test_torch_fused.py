@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch")
 
 import lmu_torch.execution as execution  # noqa: E402
 import lmu_torch.fused as fused  # noqa: E402
+import lmu_torch.recurrence as recurrence  # noqa: E402
 from lmu_torch import LMU  # noqa: E402
 from lmu_torch_helpers import assert_close, assert_states_close, build, reference_run  # noqa: E402
 
@@ -54,7 +55,7 @@ def test_forward_and_every_gradient_match_autograd(
     U: bool,
     keep_all: bool,
 ) -> None:
-    monkeypatch.setattr(fused, "_BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(recurrence, "_STORE_BLOCK_BYTES", block_bytes)
     gen = torch.Generator().manual_seed(int(rk) + 2 * kh + 4 * U + 8 * keep_all)
     T, batch, N, units = 7, 3, 5, 4
 

@@ -161,6 +161,29 @@ class LMUBase(keras.layers.Layer):
             *_hidden.state_sizes(self.hidden_cell, self.hidden_kind, in_features),
         ]
 
+    # -- checks of a call's inputs and states (static shapes) -------------------------------
+    def _check_features(self, shape: tuple[Any, ...]) -> None:
+        """The input's last axis must match the features the layer was built for."""
+        want = self._built_input_d
+        if shape[-1] is not None and shape[-1] != want:
+            raise ValueError(
+                f"inputs must have {want} features, as when the layer was built (got shape {shape})"
+            )
+
+    def _check_state_shapes(self, states: list[Any], name: str) -> None:
+        """``states`` must be ``[memory, *hidden]`` of the layer's state sizes."""
+        sizes = self.state_sizes(self._built_input_d)
+        if len(states) != len(sizes):
+            raise ValueError(
+                f"{name} must be a list of {len(sizes)} tensors [memory, *hidden] "
+                f"with sizes {sizes} (got {len(states)} tensors)"
+            )
+        for i, (s, n) in enumerate(zip(states, sizes, strict=True)):
+            if len(s.shape) != 2 or (s.shape[-1] is not None and s.shape[-1] != n):
+                raise ValueError(
+                    f"{name}[{i}] must have shape (batch, {n}) (got shape {tuple(s.shape)})"
+                )
+
     # -- weights ------------------------------------------------------------------------------
     def _check_input_d(self, input_d: Any) -> None:
         if input_d is None:

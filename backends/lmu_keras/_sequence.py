@@ -107,33 +107,17 @@ class SequenceLayer(LMUBase):
                 f"{type(self).__name__} expects inputs of shape (batch, time, features) "
                 f"(got shape {tuple(x.shape)})"
             )
-        if x.shape[-1] is not None and x.shape[-1] != self._built_input_d:
-            raise ValueError(
-                f"inputs must have {self._built_input_d} features, as when the layer was built "
-                f"(got shape {tuple(x.shape)})"
-            )
+        self._check_features(tuple(x.shape))
         if x.shape[1] == 0:
             raise ValueError(
                 f"inputs must have at least one time step (got shape {tuple(x.shape)})"
             )
 
     def _check_state(self, state: Any) -> list[Any]:
-        sizes = self.state_sizes(self._built_input_d)
         if not isinstance(state, (list, tuple)):
             state = [state]
-        if len(state) != len(sizes):
-            raise ValueError(
-                f"initial_state must be a list of {len(sizes)} tensors [memory, *hidden] "
-                f"with sizes {sizes} (got {len(state)} tensors)"
-            )
-        out = []
-        for i, (s, n) in enumerate(zip(state, sizes, strict=True)):
-            s = ops.convert_to_tensor(s, dtype=self.compute_dtype)
-            if len(s.shape) != 2 or (s.shape[-1] is not None and s.shape[-1] != n):
-                raise ValueError(
-                    f"initial_state[{i}] must have shape (batch, {n}) (got shape {tuple(s.shape)})"
-                )
-            out.append(s)
+        out = [ops.convert_to_tensor(s, dtype=self.compute_dtype) for s in state]
+        self._check_state_shapes(out, "initial_state")
         return out
 
     # -- forward ------------------------------------------------------------------------------

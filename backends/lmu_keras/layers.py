@@ -214,25 +214,9 @@ class LMUCell(DropoutRNNCell, LMUBase):
             raise ValueError(
                 f"LMUCell inputs must have shape (batch, features), one step (got shape {shape})"
             )
-        want_d = getattr(self, "_built_input_d", None)
-        if want_d is not None and shape[-1] is not None and shape[-1] != want_d:
-            raise ValueError(
-                f"LMUCell inputs must have input_d={want_d} features, as when it was built "
-                f"(got shape {shape})"
-            )
-        sizes = self.state_size
-        if len(states) != len(sizes):
-            raise ValueError(
-                f"LMUCell expects {len(sizes)} states [memory, *hidden] of sizes {sizes} "
-                f"(got {len(states)} state{'s' if len(states) != 1 else ''})"
-            )
-        for i, (state, size) in enumerate(zip(states, sizes, strict=True)):
-            got = tuple(state.shape)
-            if len(got) != 2 or (got[-1] is not None and got[-1] != size):
-                what = "memory (memory_d * order)" if i == 0 else f"hidden state {i - 1}"
-                raise ValueError(
-                    f"LMUCell state {i} ({what}) must have shape (batch, {size}) (got shape {got})"
-                )
+        if getattr(self, "_built_input_d", None) is not None:
+            self._check_features(shape)
+            self._check_state_shapes(states, "states")
 
     def reset_dropout_mask(self) -> None:
         """Forget the cached input mask (and the hidden cell's)."""

@@ -90,12 +90,14 @@ def test_cell_in_rnn_names_a_bad_initial_state():
     rnn = keras.layers.RNN(LMUCell(2, 4, 10.0, None))
     x = np.zeros((3, 5, 2), "float32")
     rnn(x)
-    with pytest.raises(ValueError, match=r"state 0 \(memory.*\(batch, 8\).*\(3, 7\)"):
+    with pytest.raises(
+        ValueError, match=r"states\[0\] must have shape \(batch, 8\) \(got shape \(3, 7\)\)"
+    ):
         rnn(x, initial_state=[np.zeros((3, 7), "float32")])
 
 
 def test_cell_names_features_different_from_build():
     cell = LMUCell(2, 4, 10.0, None)
     cell.build((3, 2))
-    with pytest.raises(ValueError, match=r"input_d=2 .*\(3, 5\)"):
+    with pytest.raises(ValueError, match=r"inputs must have 2 features.*\(3, 5\)"):
         cell(np.zeros((3, 5), "float32"), [np.zeros((3, 8), "float32")])

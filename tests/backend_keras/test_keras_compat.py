@@ -254,11 +254,18 @@ def test_float64_end_to_end(float64):
     assert all(keras.backend.standardize_dtype(w.dtype) == "float64" for w in layer.weights)
 
 
-def _keras_lmu_pair(kind):
+def _keras_lmu_and_ours():
+    """The keras_lmu and lmu_keras modules, where keras-lmu is installed and can run."""
     keras_lmu = pytest.importorskip("keras_lmu")
     if keras.backend.backend() != "tensorflow":
         pytest.skip("keras-lmu runs on TensorFlow only")
     import lmu_keras
+
+    return keras_lmu, lmu_keras
+
+
+def _keras_lmu_pair(kind):
+    keras_lmu, lmu_keras = _keras_lmu_and_ours()
 
     models = []
     for mod in (keras_lmu, lmu_keras):
@@ -325,10 +332,7 @@ def test_neutral_hidden_weights_use_keras_layouts(float64):
 
 def _keras_lmu_pair_no_hidden(kind):
     """keras-lmu's and our layer with hidden_cell=None and input_to_hidden=True."""
-    keras_lmu = pytest.importorskip("keras_lmu")
-    if keras.backend.backend() != "tensorflow":
-        pytest.skip("keras-lmu runs on TensorFlow only")
-    import lmu_keras
+    keras_lmu, lmu_keras = _keras_lmu_and_ours()
 
     models = []
     for mod in (keras_lmu, lmu_keras):
@@ -362,10 +366,7 @@ def test_keras_lmu_no_hidden_cell_input_to_hidden(kind):
 def test_feedforward_dropout_on_inputs_like_keras_lmu(float64):
     # keras-lmu's LMUFeedforward drops its inputs before everything (one mask per sequence and
     # feature), so the input copy in [m_t, x_t] is dropped too; ours does the same
-    keras_lmu = pytest.importorskip("keras_lmu")
-    if keras.backend.backend() != "tensorflow":
-        pytest.skip("keras-lmu runs on TensorFlow only")
-    import lmu_keras
+    keras_lmu, lmu_keras = _keras_lmu_and_ours()
 
     cfg = lmu.LMUConfig(
         memory_d=3,
@@ -396,10 +397,7 @@ def test_lmu_dropout_like_keras_lmu_lmu(linear, float64):
     # before everything (the hidden cell sees the dropped x), and its LMUCell otherwise, which
     # drops only the memory's input [x, h]; ours follows the same split.  A linear hidden cell
     # with identity weights on x exposes what the hidden cell received.
-    keras_lmu = pytest.importorskip("keras_lmu")
-    if keras.backend.backend() != "tensorflow":
-        pytest.skip("keras-lmu runs on TensorFlow only")
-    import lmu_keras
+    keras_lmu, lmu_keras = _keras_lmu_and_ours()
 
     keras.utils.set_random_seed(5)
     memory = 2 * 3

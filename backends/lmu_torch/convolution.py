@@ -19,7 +19,8 @@ __all__ = ["FFT_BLOCK_ELEMENTS", "conv_fft", "conv_last", "conv_raw", "fft_lengt
 
 #: Complex elements of one block of the FFT product (2 MB in complex64), so that the
 #: product, its transform and the transposition into the output stay near the cores (on the
-#: 2-core benchmark machine 2^18 beat 2^16, 2^17, 2^19 and 2^21 in both directions).
+#: 2-core benchmark machine, with orders packed in pairs, 2^17 and 2^18 tie and 2^15, 2^16
+#: and 2^19 are slower in both directions).
 FFT_BLOCK_ELEMENTS = 1 << 18
 
 
@@ -68,10 +69,19 @@ def conv_raw(u: torch.Tensor, H: torch.Tensor) -> torch.Tensor:
 class _FFTConv(torch.autograd.Function):
     """Blocked FFT convolution with a hand-written backward that saves only u and H.
 
-    The transforms run along the last, contiguous axis; the product, the transform and the
-    transposition into the (batch, time, memory_d, order) output go one cache-sized block at
-    a time: one batch row, a few memory dimensions and (for a long order) part of the order
-    axis.  Each block is then written as rows of ``order`` contiguous values.
+    Orders ``2p`` and ``2p + 1`` of the impulse response are packed into one complex
+    sequence, ``H[..., 2p] + i H[..., 2p + 1]``.  As u is real, one complex transform then
+    convolves two orders at once, and its real and imaginary parts are the two memories,
+    which lie side by side in the output too: the transposition from the transforms' time
+    axis into the (batch, time, memory_d, order) output moves pairs of values, about twice
+    as fast as moving single ones.  The product, the transform and the transposition go one
+    cache-sized block at a time: one batch row, a few memory dimensions and (for a long
+    order) part of the pairs.
+
+    The backward uses the same packing: with ``g`` the packed output gradient and ``h`` the
+    packed impulse response, the real part of the correlation ``sum_t g[t] conj(h[t - s])``
+    sums the two orders' contributions to the gradient of ``u[s]``, and ``sum_t g[t] u[t - k]``
+    packs the gradients of ``H[k, 2p]`` and ``H[k, 2p + 1]``.
     """
 
     @staticmethod
@@ -79,16 +89,15 @@ class _FFTConv(torch.autograd.Function):
         batch, T, md = u.shape
         n, K, order = H.shape
         nfft = fft_length(T + K - 1)
-        Uf = torch.fft.rfft(u.transpose(1, 2), n=nfft)  # (b, md, Fr)
-        Hf = torch.fft.rfft(H.transpose(1, 2), n=nfft)  # (n, order, Fr)
+        Uf = torch.fft.fft(u.transpose(1, 2), n=nfft)  # (b, md, nfft)
+        Hz = _packed_spectrum(H, nfft)  # (n, pairs, nfft)
         out = torch.empty(batch, T, md, order, dtype=u.dtype, device=u.device)
-        for i, (d0, d1), (o0, o1) in _blocks(batch, md, order, Uf.shape[-1], block):
-            if n == 1:
-                P = Uf[i, d0:d1, None, :] * Hf[0, None, o0:o1]  # (dc, oc, Fr)
-            else:
-                P = Uf[i, d0:d1, None, :] * Hf[d0:d1, o0:o1]
-            y = torch.fft.irfft(P, n=nfft)  # (dc, oc, nfft)
-            out[i, :, d0:d1, o0:o1] = y[..., :T].permute(2, 0, 1)
+        for i, (d0, d1), (p0, p1) in _blocks(batch, md, Hz.shape[1], nfft, block):
+            hz = Hz[0, None, p0:p1] if n == 1 else Hz[d0:d1, p0:p1]
+            y = torch.fft.ifft(Uf[i, d0:d1, None, :] * hz)  # (dc, pc, nfft)
+            yr = torch.view_as_real(y)[:, :, :T]  # (dc, pc, T, 2)
+            for dst, src in _pair_spans(out[i, :, d0:d1], yr, p0, p1, order):
+                dst.copy_(src.permute(2, 0, 1, 3))
         ctx.save_for_backward(u, H)
         ctx.block = block
         return out
@@ -101,38 +110,78 @@ class _FFTConv(torch.autograd.Function):
         n, K, order = H.shape
         nfft = fft_length(T + K - 1)
         need_u, need_h = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        Uf = torch.fft.rfft(u.transpose(1, 2), n=nfft)  # (b, md, Fr)
-        Hf = torch.fft.rfft(H.transpose(1, 2), n=nfft)  # (n, order, Fr)
+        Uf = torch.fft.fft(u.transpose(1, 2), n=nfft)  # (b, md, nfft)
+        Hz = _packed_spectrum(H, nfft)  # (n, pairs, nfft)
         gu_f = torch.zeros_like(Uf) if need_u else None
-        gh_f = torch.zeros_like(Hf) if need_h else None
+        gh_z = torch.zeros_like(Hz) if need_h else None
         Uc = Uf.conj().resolve_conj() if need_h else None
-        Hc = Hf.conj().resolve_conj() if need_u else None
+        Hc = Hz.conj().resolve_conj() if need_u else None
         bufs: dict[tuple[int, int], torch.Tensor] = {}
-        for i, (d0, d1), (o0, o1) in _blocks(batch, md, order, Uf.shape[-1], ctx.block):
-            buf = bufs.get((d1 - d0, o1 - o0))
-            if buf is None:  # zero-padded past T once; only [..., :T] is rewritten
-                buf = grad.new_zeros(d1 - d0, o1 - o0, nfft)
-                bufs[(d1 - d0, o1 - o0)] = buf
-            buf[..., :T] = grad[i, :, d0:d1, o0:o1].permute(1, 2, 0)
-            Gf = torch.fft.rfft(buf)  # (dc, oc, Fr)
-            if need_u:  # sum over the order axis of Gf conj(Hf)
-                Hb = Hc[0, None, o0:o1] if n == 1 else Hc[d0:d1, o0:o1]
-                gu_f[i, d0:d1] += (Gf * Hb).sum(1)
-            if need_h:  # sum over the batch (and, when shared, the memory dims) of Gf conj(Uf)
-                corr = Gf * Uc[i, d0:d1, None, :]
+        for i, (d0, d1), (p0, p1) in _blocks(batch, md, Hz.shape[1], nfft, ctx.block):
+            buf = bufs.get((d1 - d0, p1 - p0))
+            if buf is None:  # zero past T once; only [:, :, :T] is rewritten
+                buf = Hz.new_zeros(d1 - d0, p1 - p0, nfft)
+                bufs[(d1 - d0, p1 - p0)] = buf
+            bufr = torch.view_as_real(buf)[:, :, :T]  # (dc, pc, T, 2)
+            for src, dst in _pair_spans(grad[i, :, d0:d1], bufr, p0, p1, order):
+                dst.copy_(src.permute(1, 2, 0, 3))
+            Gz = torch.fft.fft(buf)  # packed pairs of the output gradient's spectrum
+            if need_u:  # the real part of sum_p ifft(Gz conj(Hz)) is the sum over orders
+                hc = Hc[0, None, p0:p1] if n == 1 else Hc[d0:d1, p0:p1]
+                gu_f[i, d0:d1] += (Gz * hc).sum(1)
+            if need_h:  # ifft(Gz conj(Uf)) packs the gradients of orders 2p and 2p + 1
+                corr = Gz * Uc[i, d0:d1, None, :]
                 if n == 1:
-                    gh_f[0, o0:o1] += corr.sum(0)
+                    gh_z[0, p0:p1] += corr.sum(0)
                 else:
-                    gh_f[d0:d1, o0:o1] += corr
-        grad_u = torch.fft.irfft(gu_f, n=nfft)[..., :T].transpose(1, 2) if need_u else None
-        grad_h = torch.fft.irfft(gh_f, n=nfft)[..., :K].transpose(1, 2) if need_h else None
+                    gh_z[d0:d1, p0:p1] += corr
+        grad_u = None
+        if need_u:
+            grad_u = torch.fft.ifft(gu_f)[..., :T].real.transpose(1, 2)
+        grad_h = None
+        if need_h:
+            gh = torch.view_as_real(torch.fft.ifft(gh_z)[..., :K])  # (n, pairs, K, 2)
+            grad_h = gh.transpose(1, 2).reshape(n, K, -1)[..., :order]
         return grad_u, grad_h, None
+
+
+def _packed_spectrum(H: torch.Tensor, nfft: int) -> torch.Tensor:
+    """Spectra of ``H[..., 2p] + i H[..., 2p + 1]``, shape (n, pairs, nfft)."""
+    n, K, order = H.shape
+    Hp = nnf.pad(H, (0, order % 2)).unflatten(-1, (-1, 2))  # (n, K, pairs, 2)
+    Hz = torch.view_as_complex(Hp.transpose(1, 2).contiguous())  # (n, pairs, K)
+    return torch.fft.fft(Hz, n=nfft)
+
+
+def _pair_spans(
+    rows: torch.Tensor, packed: torch.Tensor, p0: int, p1: int, order: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Matching views of ``rows`` and ``packed`` that cover the pairs p0..p1.
+
+    ``rows`` is (T, dc, order) in the output's layout and ``packed`` (dc, pc, T, 2), the real
+    view of the pairs' time series.  Whole pairs match as (T, dc, pairs, 2) and
+    (dc, pairs, T, 2).  When the order is odd, the last pair has one real column, which
+    matches alone.  (Whatever the unused imaginary column holds in the backward's reused
+    buffer, it cannot reach a gradient: it meets zero imaginary parts of H in the gradient of
+    u, and it lands in the dropped padding order of the gradient of H.)
+    """
+    whole = min(p1, order // 2)
+    spans = []
+    if whole > p0:
+        rows_whole = rows[..., 2 * p0 : 2 * whole].unflatten(-1, (whole - p0, 2))
+        spans.append((rows_whole, packed[:, : whole - p0]))
+    if p1 > whole:  # odd order: the last pair's real part only
+        spans.append((rows[..., 2 * whole :, None], packed[:, whole - p0 :, :, :1]))
+    return spans
 
 
 def _blocks(
     batch: int, md: int, order: int, freqs: int, block: int
 ) -> list[tuple[int, tuple[int, int], tuple[int, int]]]:
-    """``(row, (d0, d1), (o0, o1))`` blocks of about ``block`` complex products each."""
+    """``(row, (d0, d1), (o0, o1))`` blocks of about ``block`` complex products each.
+
+    ``order`` is the length of the axis split in spans (o0, o1): for the FFT, the pairs.
+    """
     oc = _even_split(order, max(1, block // max(1, freqs)))
     dc = _even_split(md, max(1, block // max(1, oc * freqs)))
     d_spans = [(d, min(md, d + dc)) for d in range(0, md, dc)]

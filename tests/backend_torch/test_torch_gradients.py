@@ -93,13 +93,15 @@ def test_gradcheck_theta_a_b(mode: str, discretizer: str, which: str, per_dim: b
 
 
 @pytest.mark.parametrize(
-    "block", [8, 48, 1 << 17], ids=["order-split", "per-memory-dim", "whole-row"]
+    "block", [8, 48, 1 << 17], ids=["one-pair", "two-pairs-per-memory-dim", "whole-row"]
 )
+@pytest.mark.parametrize("order", [1, 4, 7])
 @pytest.mark.parametrize("shared", [True, False])
-def test_gradcheck_blocked_fft_convolution(shared: bool, block: int) -> None:
+def test_gradcheck_blocked_fft_convolution(shared: bool, order: int, block: int) -> None:
     u = torch.randn(2, 7, 3, dtype=torch.float64, requires_grad=True)
-    H = torch.randn(1 if shared else 3, 7, 4, dtype=torch.float64, requires_grad=True)
-    # 8 frequencies: block 8 splits the order axis, 48 gives one memory dimension per block
+    H = torch.randn(1 if shared else 3, 7, order, dtype=torch.float64, requires_grad=True)
+    # orders are packed in pairs (an odd order leaves a last pair of one) and the transforms
+    # have 15 frequencies: block 8 makes one pair per block, 48 two pairs of one memory dim
     assert torch.autograd.gradcheck(lambda u, H: conv_fft(u, H, block=block), (u, H))
     # and exactly (not just within gradcheck's tolerance) the direct convolution's gradients
     direct = conv_raw(u, H)

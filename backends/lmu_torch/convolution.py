@@ -41,10 +41,11 @@ def conv_last(u: torch.Tensor, H: torch.Tensor) -> torch.Tensor:
     -------
     Tensor, shape (batch, memory_d, order)
     """
-    ur = u.flip(1)
-    if H.shape[0] == 1:
-        return torch.matmul(ur.transpose(1, 2), H[0])
-    return torch.einsum("btd,dto->bdo", ur, H)
+    batch, T, md = u.shape
+    if H.shape[0] == 1:  # one matrix product over every (batch row, memory dim)
+        rows = u.transpose(1, 2).reshape(batch * md, T)
+        return (rows @ H[0].flip(0)).reshape(batch, md, H.shape[2])
+    return torch.einsum("btd,dto->bdo", u, H.flip(1))
 
 
 def conv_raw(u: torch.Tensor, H: torch.Tensor) -> torch.Tensor:

@@ -311,7 +311,14 @@ def run_sequence(
         return out, final
     # fast Keras cells: all input projections in one matmul, then the recurrence
     z = input_projection(cell, kind, h_in)  # (B, T, units * gates)
-    fast = _Fast(cell, kind, h_in.dtype)
+    return run_projected(cell, kind, z, states, return_sequences)
+
+
+def run_projected(
+    cell: Any, kind: str, z: Any, states: list[Any], return_sequences: bool
+) -> tuple[Any, list[Any]]:
+    """The recurrence of a fast cell from its input projections ``z`` (B, T, units * gates)."""
+    fast = _Fast(cell, kind, z.dtype)
 
     def fast_step(xs: list[Any], st: list[Any]) -> tuple[Any, list[Any]]:
         return fast.update(xs[0], st)

@@ -17,7 +17,14 @@ from lmu.system import fft_length
 
 from ._system import DiscreteSystem
 
-__all__ = ["free_last", "memory_fft", "memory_last", "memory_raw", "memory_step"]
+__all__ = [
+    "free_last",
+    "memory_fft",
+    "memory_last",
+    "memory_raw",
+    "memory_step",
+    "projected_fft",
+]
 
 #: Complex elements (batch * memory_d * order block * frequencies) per FFT block.
 FFT_BLOCK_ELEMENTS = 2**27
@@ -77,6 +84,27 @@ def memory_fft(u: Any, system: DiscreteSystem, m0: Any = None) -> Any:
 
         m = convolve(u)
     return _with_free_response(m, system, m0)
+
+
+def projected_fft(u: Any, G: Any) -> Any:
+    """``z[b, t, :] = sum_d sum_s G[d, t - s, :] u[b, s, d]`` by FFT, ``(B, T, k)``.
+
+    ``G`` (memory_d, T, k) is the impulse response already multiplied by the weights that
+    read the memory, so the memory sequence itself is never formed.
+    """
+    T, md = u.shape[1], u.shape[2]
+    N = fft_length(2 * T - 1) if T > 1 else 2
+    ur, ui = ops.rfft(ops.transpose(u, (0, 2, 1)), fft_length=N)  # (B, md, F)
+    gr, gi = ops.rfft(ops.transpose(G, (0, 2, 1)), fft_length=N)  # (md, k, F)
+    if md == 1:
+        ur, ui = ur[:, 0, None], ui[:, 0, None]
+        re = ur * gr[0] - ui * gi[0]
+        im = ur * gi[0] + ui * gr[0]
+    else:
+        re = ops.einsum("bdf,dkf->bkf", ur, gr) - ops.einsum("bdf,dkf->bkf", ui, gi)
+        im = ops.einsum("bdf,dkf->bkf", ur, gi) + ops.einsum("bdf,dkf->bkf", ui, gr)
+    z = ops.irfft((re, im), fft_length=N)[..., :T]  # (B, k, T)
+    return ops.transpose(z, (0, 2, 1))
 
 
 def _order_blocks(batch: Any, md: int, n: int, F: int) -> list[tuple[int, int]]:

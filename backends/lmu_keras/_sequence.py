@@ -16,7 +16,14 @@ from lmu.config import select_mode
 
 from . import _hidden
 from ._base import LMUBase
-from ._memory import free_last, memory_fft, memory_last, memory_raw, memory_step
+from ._memory import (
+    free_last,
+    memory_fft,
+    memory_last,
+    memory_raw,
+    memory_step,
+    projected_fft,
+)
 
 __all__ = ["SequenceLayer"]
 
@@ -218,6 +225,8 @@ class SequenceLayer(LMUBase):
         if mode == "last_state":
             m_last = ops.reshape(memory_last(u, system, m0), (batch, md * n))
             return self._last_state_output(m_last, x, h0, training)
+        if mode == "fft" and self.hidden_kind in ("simple_rnn", "gru", "lstm"):
+            return self._run_projected(u, x, system, m0, h0)
         if mode == "fft":
             m = memory_fft(u, system, m0)
         else:
@@ -229,6 +238,38 @@ class SequenceLayer(LMUBase):
             self.hidden_cell, self.hidden_kind, h_in, h0, training, self.return_sequences
         )
         return out, [m[:, -1], *h]
+
+    def _run_projected(
+        self, u: Any, x: Any, system: Any, m0: Any, h0: list[Any]
+    ) -> tuple[Any, list[Any]]:
+        """A Keras SimpleRNN/GRU/LSTM cell over an FFT memory, without the memory sequence.
+
+        The cell sees the memory only through its input kernel: ``m_t @ W_m`` is the memory
+        input convolved with ``G = H @ W_m``, an impulse response of width units * gates
+        instead of memory_d * order (as in the torch backend).  The final memory, the state,
+        is one contraction.
+        """
+        md, n = self.memory_d, self.order
+        T = x.shape[1]
+        cell, kind = self.hidden_cell, self.hidden_kind
+        kernel = ops.cast(cell.kernel, u.dtype)
+        Wm = ops.reshape(kernel[: md * n], (md, n, -1))  # (md, n, k)
+        H = system.impulse(T)  # (groups, T, n)
+        if system.groups == 1:
+            G = ops.einsum("tn,dnk->dtk", H[0], Wm)
+        else:
+            G = ops.einsum("dtn,dnk->dtk", H, Wm)
+        z = projected_fft(u, G)  # (B, T, k)
+        if self.input_to_hidden:
+            z = z + _hidden.input_projection(cell, kind, x, slice(md * n, None))
+        if cell.use_bias:
+            z = z + ops.cast(cell.bias[0] if kind == "gru" else cell.bias, u.dtype)
+        if m0 is not None:
+            free = ops.reshape(system.free_response(m0, T), (-1, T, md * n))
+            z = z + _hidden.matmul_last(free, kernel[: md * n])
+        out, h = _hidden.run_projected(cell, kind, z, h0, self.return_sequences)
+        m_last = ops.reshape(memory_last(u, system, m0), (-1, md * n))
+        return out, [m_last, *h]
 
     def _last_state_output(
         self, m_last: Any, x: Any, h0: list[Any], training: bool

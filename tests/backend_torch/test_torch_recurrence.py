@@ -34,9 +34,16 @@ def test_scan_gradcheck(
 
 @pytest.mark.parametrize("md", [1, 3])
 @pytest.mark.parametrize("bias", [False, True])
-def test_conv_projected_fft(md: int, bias: bool) -> None:
+@pytest.mark.parametrize("k", [4, 5], ids=["even-k", "odd-k"])
+@pytest.mark.parametrize("one_row", [False, True], ids=["all-rows", "one-row-per-block"])
+def test_conv_projected_fft(
+    monkeypatch: pytest.MonkeyPatch, md: int, bias: bool, k: int, one_row: bool
+) -> None:
+    # columns of G go in complex pairs (odd k: a last pair of one); blocks of batch rows
+    if one_row:
+        monkeypatch.setattr(recurrence, "_BLOCK_ELEMENTS", 1)
     torch.manual_seed(1)
-    T, K, batch, k = 9, 6, 4, 5
+    T, K, batch = 9, 6, 4
     u = torch.randn(batch, T, md, dtype=torch.float64, requires_grad=True)
     G = torch.randn(md, K, k, dtype=torch.float64, requires_grad=True)
     b = torch.randn(k, dtype=torch.float64, requires_grad=True) if bias else None

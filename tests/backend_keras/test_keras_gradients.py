@@ -54,7 +54,7 @@ def _grads(layer: Any, x: np.ndarray, w: np.ndarray, states: list | None = None)
     return [np.asarray(g) for g in got]
 
 
-def _layer(mode: str, memory_d: int, order: int, theta: Any, **kw: Any) -> Any:
+def _layer(mode: str, memory_d: int, order: int, theta: Any) -> Any:
     layer = lmu_keras.LMUFeedforward(
         memory_d,
         order,
@@ -66,7 +66,6 @@ def _layer(mode: str, memory_d: int, order: int, theta: Any, **kw: Any) -> Any:
         use_bias=True,
         bias_initializer="glorot_uniform",
         dtype="float64",
-        **kw,
     )
     layer.build((None, None, 2))
     return layer

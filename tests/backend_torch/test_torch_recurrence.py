@@ -39,7 +39,7 @@ def test_scan_gradcheck(
 def test_conv_projected_fft(
     monkeypatch: pytest.MonkeyPatch, md: int, bias: bool, k: int, one_row: bool
 ) -> None:
-    # columns of G go in complex pairs (odd k: a last pair of one); blocks of batch rows
+    # even and odd widths; with one_row every batch row is its own block (offsets checked)
     if one_row:
         monkeypatch.setattr(recurrence, "_BLOCK_ELEMENTS", 1)
     torch.manual_seed(1)

@@ -30,6 +30,11 @@ __all__ = [
 FFT_BLOCK_ELEMENTS = 2**27
 
 
+def _fft_size(T: int) -> int:
+    """Transform length for the linear convolution of two length-T sequences (no wrap)."""
+    return fft_length(2 * T - 1) if T > 1 else 2
+
+
 def _with_free_response(m: Any, system: DiscreteSystem, m0: Any) -> Any:
     if m0 is None:
         return m
@@ -67,7 +72,7 @@ def memory_fft(u: Any, system: DiscreteSystem, m0: Any = None) -> Any:
     gradient.  A trainable system keeps automatic differentiation (H needs its gradient too).
     """
     T = u.shape[1]
-    N = fft_length(2 * T - 1) if T > 1 else 2
+    N = _fft_size(T)
     hr, hi = system.impulse_fft(T, N)  # (G, n, F)
     if system.trainable:
         m = _convolve_fft(u, hr, hi, N)
@@ -93,7 +98,7 @@ def projected_fft(u: Any, G: Any) -> Any:
     read the memory, so the memory sequence itself is never formed.
     """
     T, md = u.shape[1], u.shape[2]
-    N = fft_length(2 * T - 1) if T > 1 else 2
+    N = _fft_size(T)
     ur, ui = ops.rfft(ops.transpose(u, (0, 2, 1)), fft_length=N)  # (B, md, F)
     gr, gi = ops.rfft(ops.transpose(G, (0, 2, 1)), fft_length=N)  # (md, k, F)
     if md == 1:

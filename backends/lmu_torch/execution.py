@@ -222,18 +222,14 @@ def _run_fused(
     else:
         U = b_hh = None
     b = b_ih if b_hh is None else (b_hh if b_ih is None else b_ih + b_hh)
-    T, batch = x.shape[1], x.shape[0]
-    if layer.config.input_to_hidden:
-        c = torch.nn.functional.linear(x.transpose(0, 1), W[:, N:], b)
-    elif b is not None:
-        c = b.expand(T, batch, module.units)
-    else:
-        c = x.new_zeros(()).expand(T, batch, module.units)
+    i2h = layer.config.input_to_hidden
     m0 = states[0].to(x.dtype)
     h0 = states[1].to(x.dtype)
     out, m_T = fused_recurrence(
         xp.transpose(0, 1),
-        c,
+        x.transpose(0, 1) if i2h else None,
+        W[:, N:] if i2h else None,
+        b,
         m0,
         h0,
         Ad[0],

@@ -6,197 +6,406 @@ the backward pass adds small weight-gradient GEMMs (and their accumulation) for 
 For the common configuration (``memory_d=1``, a neutral ``simple_rnn`` or ``dense`` cell with
 tanh or relu, no dropout, fixed A and B) :func:`fused_recurrence` runs the loop with a
 hand-written backward instead.  With time index t = 0 .. T-1, ``m_{-1} = m0``,
-``h_{-1} = h0``:
+``h_{-1} = h0`` and ``P = A^T``:
 
 .. math::
 
     u_t &= xp_t + h_{t-1} k_h + m_{t-1} r            \\
-    m_t &= m_{t-1} A^T + u_t B                        \\
+    m_t &= m_{t-1} P + u_t B                          \\
     h_t &= f(m_t W_m + h_{t-1} U + c_t)
 
 (``k_h`` only with hidden_to_memory, ``r`` only with memory_to_memory, ``U`` only for a
-SimpleRNN).  The forward pass does two GEMMs per step: ``h_{t-1} [k_h | U]`` and
-``m_t [A^T | r | W_m]`` (the latter gives this step's hidden input and the next step's memory
-terms at once).  The backward pass runs, from the last step down, with
-``g_t = dL/d(pre-activation)`` and ``du_t = dL/du_t``,
+SimpleRNN; an absent one counts as zero).
+
+**Chunks.**  A step-by-step loop would multiply the memory by the dense (order × order)
+matrix ``P`` at every step, forward and backward.  Only ``z_t = m_t [r | W_m]`` is needed at
+each step, and inside a chunk of L steps that start after ``\hat m`` (the memory before the
+chunk),
 
 .. math::
 
-    \delta h_t &= \partial L/\partial h_t + [g_{t+1} | du_{t+1}] [U^T ; k_h^T]   \\
-    g_t &= \delta h_t \odot f'(h_t)                                                \\
-    \delta m_t &= [g_t | \delta m_{t+1}] [W_m^T ; A] + du_{t+1} r^T                \\
-    du_t &= \delta m_t B^T
+    m_{t_0+k} = \hat m P^{k+1} + \sum_{j \le k} u_{t_0+j} B P^{k-j},
 
-again two GEMMs per step, on a rolling row ``[g_t | du_t | dm_{t+1}]``.  ``g`` and ``du`` are
-kept for every step, so that each weight gradient is afterwards one large GEMM per block of
-stored steps.
+so the chunk's free response ``\hat m P^{k+1} [r | W_m]`` is one GEMM for all its steps, and
+the response to the chunk's own inputs is a short convolution with the vectors
+``B P^i [r | W_m]`` (at most L of them).  The step loop is left with ``h_{t-1} [k_h | U]``
+plus that convolution: one GEMM over the hidden width and one over at most L inputs.  The
+term ``u_t B W_m`` of the step's own input is folded into the weights (``u_t`` is the first
+column of the same product), so one step is two GEMMs, a copy and the activation.  The
+memory after the chunk is ``[\hat m | u] [P^L ; B P^{L-1-j}]``, one more GEMM per chunk.
+
+**Backward.**  With ``g_t = dL/d(pre-activation)``, ``\bar u_t = dL/du_t`` and
+``y_t = [\bar u_t | g_t]``,
+
+.. math::
+
+    g_t &= (\partial L/\partial h_t + y_{t+1} [k_h | U]^T) \odot f'(h_t)            \\
+    \bar m_t &= \bar m_{t+1} P^T + \bar u_{t+1} r^T + g_t W_m^T                        \\
+    \bar u_t &= \bar m_t B^T.
+
+Inside a chunk, ``\bar u_t`` is the carry from later chunks, ``\mu``, seen through
+``(B P^{t_1-t})^T``, plus a short correlation of the chunk's later ``y`` with the same vectors
+as the forward's convolution; the carry into the chunk before is
+``\mu P^{T L} + \sum y_s [r^T P^{T(s-t_0)} ; W_m^T P^{T(s-t_0+1)}]``, one GEMM per chunk.
+``P^T`` is never applied per step.  ``g`` and ``\bar u`` are the gradients of ``c`` (so of
+x's kernel rows and the bias) and of ``xp``, taken chunk by chunk; ``[k_h | U]``'s gradient
+is one GEMM per chunk of stored outputs against ``y``.
+
+**The gradient of** ``[r | W_m]`` is ``\sum_t m_t^T [\bar u_{t+1} | g_t]``.  The memory is
+``m_t = m_0 P^{t+1} + \sum_{s \le t} u_s B P^{t-s}``, so its input part contributes
+``\sum_i (B P^i)^T c_i`` with ``c_i = \sum_{b,s} u_s [\bar u_{s+i+1} | g_{s+i}]``: the
+correlation of u with y along time, summed over the batch, which the FFT gives for every lag
+at once (:func:`_input_correlation`).  The memory sequence is never formed.  Only a nonzero
+``m_0`` adds its free response, chunk by chunk (``m_0 P^{t_0} [P^1 .. P^L]``).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch.autograd.function import once_differentiable
 
-from .recurrence import SCAN_ACTIVATIONS, _activate_, _step_spans, _times_derivative_
+from . import recurrence
+from .convolution import fft_length
+from .recurrence import SCAN_ACTIVATIONS
 
 __all__ = ["fused_recurrence"]
+
+#: Steps per chunk.  Each step's convolution over the chunk's inputs grows with it, each
+#: chunk's GEMMs shrink with it per step.
+_CHUNK = 8
+
+
+def _blocks(T: int, L: int, row_bytes: int) -> list[tuple[int, int]]:
+    """Storage blocks of whole chunks, about ``recurrence._STORE_BLOCK_BYTES`` each."""
+    steps = max(1, recurrence._STORE_BLOCK_BYTES // max(1, row_bytes))
+    size = max(L, steps // L * L)
+    return [(t0, min(T, t0 + size)) for t0 in range(0, T, size)]
+
+
+class _Plan:
+    """The matrices a chunk of up to L steps needs (names as in the module docstring).
+
+    With ``K_i = B P^i`` and ``Q = [r | W_m]`` (``r = 0`` without memory_to_memory):
+
+    * ``phi`` (N + L, L N): ``[P^1 .. P^L]`` over ``K``'s Toeplitz blocks (row j, block k:
+      ``K_{k-j}`` for k >= j), so that ``[m_hat | u] phi`` are the chunk's memories.
+    * ``F`` (N, L (1+n)): block k is ``[P^k r | P^{k+1} W_m]``, the free response as ``z``
+      needs it (the ``r`` column one step late, as ``u_t`` reads ``m_{t-1}``); ``F_fold`` the
+      same with the first column folded into the others (``+ P^k r w_0``, ``w_0 = B W_m``).
+    * ``g`` (L (1+n),): block i is ``[B P^{i-1} r | B P^i W_m]`` (first entry 0), the
+      chunk's response to one input; ``g_fold`` (L-1, 1+n): blocks L-1 .. 1, folded.
+    * ``kT`` (N, L): ``[K_{L-1} .. K_0]``.
+    """
+
+    def __init__(
+        self,
+        A: torch.Tensor,
+        Bd: torch.Tensor,
+        rk: torch.Tensor | None,
+        Wm: torch.Tensor,
+        L: int,
+    ) -> None:
+        N, units = Wm.shape
+        width = 1 + units
+        P = A.t()
+        powers = [torch.eye(N, dtype=Wm.dtype, device=Wm.device)]
+        for _ in range(L):
+            powers.append(powers[-1] @ P)
+        K = torch.stack([Bd @ p for p in powers[:L]])
+        r = rk[:, 0] if rk is not None else Wm.new_zeros(N)
+        Kr, KW = K @ r, K @ Wm
+        g = torch.cat([torch.cat([Kr.new_zeros(1), Kr[:-1]])[:, None], KW], dim=1)
+        self.w0 = KW[0]
+        self.g = g.reshape(-1)
+        g_fold = torch.cat([g[:, :1], g[:, 1:] + g[:, :1] * self.w0], dim=1)
+        self.g_fold = g_fold.flip(0)[:-1].contiguous()
+        F = Wm.new_empty(N, L, width)
+        for k in range(L):
+            F[:, k, 0] = powers[k] @ r
+            F[:, k, 1:] = powers[k + 1] @ Wm
+        self.F = F.reshape(N, L * width)
+        F_fold = torch.cat([F[:, :, :1], F[:, :, 1:] + F[:, :, :1] * self.w0], dim=2)
+        self.F_fold = F_fold.reshape(N, L * width)
+        phi = Wm.new_zeros(N + L, L, N)
+        for k in range(L):
+            phi[:N, k] = powers[k + 1]
+            phi[N + k, k:] = K[: L - k]
+        self.phi = phi.reshape(N + L, L * N)
+        self.kT = K.flip(0).t().contiguous()
+
+
+def _activate(pre: torch.Tensor, out: torch.Tensor, activation: str) -> torch.Tensor:
+    if activation == "tanh":
+        return torch.tanh(pre, out=out)
+    return torch.clamp_min(pre, 0, out=out)
+
+
+def _derivative(H: torch.Tensor, out: torch.Tensor, activation: str) -> torch.Tensor:
+    """``f'(a)`` written in terms of the output ``h = f(a)``, into ``out``."""
+    if activation == "tanh":
+        return torch.mul(H, H, out=out).neg_().add_(1)
+    return out.copy_(H > 0)
 
 
 class _FusedRecurrence(torch.autograd.Function):
     """Autograd function behind :func:`fused_recurrence`."""
 
     @staticmethod
-    def forward(ctx, xp, c, m0, h0, A, Bd, rk, kh, Wm, U, activation, keep_all):  # noqa: D102
+    def forward(ctx, xp, x, Wx, bc, m0, h0, A, Bd, rk, kh, Wm, U, activation, keep_all):  # noqa: D102
         T, batch, _ = xp.shape
         N, units = Wm.shape
+        width = units + 1
         dtype, device = xp.dtype, xp.device
-        r = 1 if rk is not None else 0
-        big = torch.cat([A.t()] + ([rk] if rk is not None else []) + [Wm], dim=1)
-        hw = ([kh] if kh is not None else []) + ([U] if U is not None else [])
-        hcat = torch.cat(hw, dim=1) if hw else None
-        k = 1 if kh is not None else 0
-        blocks = _step_spans(T, batch * max(N, units) * xp.element_size())
-        Ms = [torch.empty(b - a, batch, N, dtype=dtype, device=device) for a, b in blocks]
+        L = max(1, min(_CHUNK, T))
+        plan = _Plan(A, Bd, rk, Wm, L)
+        # [k_h | U] (zero where absent), and its fold: column 0 of a step's product is u_t,
+        # whose own contribution u_t B W_m to the pre-activation joins the other columns.
+        W1 = W1_fold = None
+        if kh is not None or U is not None:
+            W1 = Wm.new_zeros(units, width)
+            if kh is not None:
+                W1[:, 0] = kh[:, 0]
+            if U is not None:
+                W1[:, 1:] = U
+            W1_fold = torch.cat([W1[:, :1], W1[:, 1:] + W1[:, :1] * plan.w0], dim=1)
+        # Outputs are stored with the step's product's u column in front (as f(u_t), unused),
+        # so that the activation runs over one contiguous block.
+        blocks = _blocks(T, L, batch * width * xp.element_size())
         if keep_all:
-            Hall = torch.empty(T, batch, units, dtype=dtype, device=device)
+            Hall = torch.empty(T, batch, width, dtype=dtype, device=device)
             Hs = [Hall[a:b] for a, b in blocks]
         else:
-            Hs = [torch.empty(b - a, batch, units, dtype=dtype, device=device) for a, b in blocks]
-        Bd = Bd.contiguous()
-        z = m0 @ big
+            Hs = [torch.empty(b - a, batch, width, dtype=dtype, device=device) for a, b in blocks]
+        Us = [torch.empty(b - a, batch, dtype=dtype, device=device) for a, b in blocks]
+        n_chunks = sum(-(-(b - a) // L) for a, b in blocks)
+        m_hats = torch.empty(n_chunks + 1, batch, N, dtype=dtype, device=device)
+        m_hats[0] = m0
+        zbuf = torch.empty(batch, N + L, dtype=dtype, device=device)  # [m_hat | chunk's u]
+        ebuf = torch.empty(batch * L * width, dtype=dtype, device=device)
+        s = torch.empty(batch, width, dtype=dtype, device=device)  # [u_t | pre-activation]
+        cbuf = torch.empty(L * batch * units, dtype=dtype, device=device)
+        s0 = s[:, 0]
+        views: dict[int, Any] = {}  # per chunk length: the step loop's views of the buffers
+
+        def step_views(Lc: int) -> Any:
+            if Lc not in views:
+                E = ebuf[: batch * Lc * width].view(batch, Lc * width)
+                uc = zbuf[:, N : N + Lc]
+                views[Lc] = (
+                    E,
+                    E.view(batch, Lc, width).unbind(1),
+                    uc,
+                    [uc[:, :k] for k in range(Lc)],
+                    uc.unbind(1),
+                    [plan.g_fold[L - 1 - k :] for k in range(Lc)],
+                )
+            return views[Lc]
+
         h = h0
-        for (a, _), M_blk, H_blk in zip(blocks, Ms, Hs, strict=True):
-            for i in range(M_blk.shape[0]):
-                t = a + i
-                u = xp[t]
-                y = h @ hcat if hcat is not None else None
-                if kh is not None:
-                    u = u + y[:, :1]
-                if rk is not None:
-                    u = u + z[:, N : N + 1]
-                m = torch.addcmul(z[:, :N], u, Bd, out=M_blk[i])
-                z = m @ big
-                pre = torch.add(z[:, N + r :], c[t], out=H_blk[i])
-                if U is not None:
-                    pre.add_(y[:, k:])
-                h = _activate_(pre, activation)
-        ctx.activation = activation
-        ctx.keep_all = keep_all
-        ctx.blocks = blocks
-        ctx.Ms = Ms  # intermediates: kept on ctx (an output must go through save_for_backward)
+        chunk = 0
+        for (a, b), H_blk, U_blk in zip(blocks, Hs, Us, strict=True):
+            H_rows = H_blk.unbind(0)
+            for t0 in range(a, b, L):
+                Lc = min(L, b - t0)
+                m_hat = m_hats[chunk]
+                zbuf[:, :N] = m_hat
+                E, E_rows, uc, u_done, u_cols, g_rows = step_views(Lc)
+                torch.mm(m_hat, plan.F_fold[:, : Lc * width], out=E)
+                E = E.view(batch, Lc, width)
+                xc = xp[t0 : t0 + Lc, :, 0].t()
+                E[:, :, 0] += xc
+                Ec = E[:, :, 1:].addcmul_(xc[:, :, None], plan.w0)
+                if x is not None:  # the cell's input from x, c_t = x_t W_x^T + b
+                    cc = cbuf[: Lc * batch * units].view(Lc * batch, units)
+                    xs = x[t0 : t0 + Lc].reshape(Lc * batch, -1)
+                    if bc is not None:
+                        torch.addmm(bc, xs, Wx.t(), out=cc)
+                    else:
+                        torch.mm(xs, Wx.t(), out=cc)
+                    Ec.add_(cc.view(Lc, batch, units).transpose(0, 1))
+                elif bc is not None:
+                    Ec.add_(bc)
+                for k in range(Lc):
+                    if W1_fold is not None:
+                        torch.addmm(E_rows[k], h, W1_fold, out=s)
+                    else:
+                        s.copy_(E_rows[k])
+                    if k:
+                        s.addmm_(u_done[k], g_rows[k])
+                    u_cols[k].copy_(s0)
+                    h = _activate(s, H_rows[t0 - a + k], activation)[:, 1:]
+                U_blk[t0 - a : t0 - a + Lc] = uc.t()
+                chunk += 1
+                end = plan.phi[: N + Lc, (Lc - 1) * N : Lc * N]
+                torch.mm(zbuf[:, : N + Lc], end, out=m_hats[chunk])
+        ctx.activation, ctx.keep_all, ctx.blocks, ctx.L = activation, keep_all, blocks, L
+        ctx.plan, ctx.W1, ctx.m_hats, ctx.Us = plan, W1, m_hats, Us
+        m_T = m_hats[-1].clone()
         if keep_all:
-            ctx.save_for_backward(m0, h0, A, Bd, rk, kh, Wm, U, Hall)
-            return Hall, Ms[-1][-1].clone()
-        ctx.Hs = Hs
-        ctx.save_for_backward(m0, h0, A, Bd, rk, kh, Wm, U)
-        return Hs[-1][-1].clone(), Ms[-1][-1].clone()
+            out = Hall[:, :, 1:]
+            ctx.save_for_backward(x, Wx, h0, kh, Wm, U, out)
+            return out, m_T
+        ctx.Hs = [H_blk[:, :, 1:] for H_blk in Hs]
+        ctx.save_for_backward(x, Wx, h0, kh, Wm, U)
+        return h.clone(), m_T
 
     @staticmethod
     @once_differentiable
     def backward(ctx, d_out, d_mT):  # noqa: D102
         saved = ctx.saved_tensors
-        m0, h0, A, Bd, rk, kh, Wm, U = saved[:8]
-        blocks, Ms = ctx.blocks, ctx.Ms
-        keep_all = ctx.keep_all
-        Hs = [saved[8][a:b] for a, b in blocks] if keep_all else ctx.Hs
-        batch, N = m0.shape
-        units = Wm.shape[1]
+        x, Wx, h0, kh, Wm, U = saved[:6]
+        blocks, L, plan, W1, m_hats = ctx.blocks, ctx.L, ctx.plan, ctx.W1, ctx.m_hats
+        keep_all, activation = ctx.keep_all, ctx.activation
+        Hs = [saved[6][a:b] for a, b in blocks] if keep_all else ctx.Hs
+        batch, units = h0.shape
+        N = Wm.shape[0]
+        width = units + 1
         T = blocks[-1][1]
-        dtype, device = m0.dtype, m0.device
-        activation = ctx.activation
-        # Two rolling rows [g_t | du_t | dm_{t+1}] feed the per-step GEMMs; g and du are also
-        # kept for every step (G, DU) for the weight gradients.  The du slot meets a zero row
-        # of W2, and starts at zero so that it is finite; dm_T starts at zero.
-        width = units + 1 + N
-        work = torch.zeros(2, batch, width, dtype=dtype, device=device)
-        W2 = torch.cat([Wm.t(), torch.zeros(1, N, dtype=dtype, device=device), A], dim=0)
-        if U is not None and kh is not None:
-            W1, lo, hi = torch.cat([U.t(), kh.t()], dim=0), 0, units + 1
-        elif U is not None:
-            W1, lo, hi = U.t(), 0, units
-        elif kh is not None:
-            W1, lo, hi = kh.t(), units, units + 1
-        else:
-            W1, lo, hi = None, 0, 0
-        rk_t = rk.t() if rk is not None else None
-        if d_out is None:
-            d_out = torch.zeros(
-                (T, batch, units) if keep_all else (batch, units), dtype=dtype, device=device
-            )
+        dtype, device = h0.dtype, h0.device
         needs = ctx.needs_input_grad
-        # dL/dc_t = g_t and dL/dxp_t = du_t for every step: the weight gradients read them.
-        G = torch.empty(T, batch, units, dtype=dtype, device=device)
-        DU = torch.empty(T, batch, 1, dtype=dtype, device=device)
-        grad_rk = torch.zeros_like(rk) if (needs[6] and rk is not None) else None
-        grad_Wm = torch.zeros_like(Wm) if needs[8] else None
-        grad_U = torch.zeros_like(U) if (needs[9] and U is not None) else None
-        grad_kh = torch.zeros_like(kh) if (needs[7] and kh is not None) else None
-        dm_first = torch.empty(batch, N, dtype=dtype, device=device)
+
+        def new(*shape: int) -> torch.Tensor:
+            return torch.empty(*shape, dtype=dtype, device=device)
+
+        W1T = None if W1 is None else W1.t()
+        # The chunk's y = [du_t | g_t], batch first, so that one batch row's later steps are
+        # one contiguous span: the correlation that gives du_t is one matrix-vector product.
+        ych = torch.zeros(batch, L, width, dtype=dtype, device=device)
+        yv = ych.view(batch, L * width)
+        ytf = new(L, batch, width)  # the same, time first
+        y_next = torch.zeros(batch, width, dtype=dtype, device=device)
+        mu = d_mT.clone() if d_mT is not None else torch.zeros_like(m_hats[0])
+        mu_next, mu_beta, D = new(batch, N), new(batch, L), new(L, batch, units)
+        want_q = needs[8] or needs[10]
+        want_w1 = (needs[9] and kh is not None) or (needs[11] and U is not None)
+        # y of every step, time last, for the correlation behind dL/d[r | W_m]
+        Yb = new(batch, width, T) if want_q else None
+        # the free response of m0 (m0 P^{t+1}) is not in that correlation: its share of
+        # dL/d[r | W_m] is formed chunk by chunk, from m0 P^{t0} (m_free)
+        m_free = None
+        if want_q and bool(m_hats[0].any()):
+            m_free = [m_hats[0]]
+            for a, b in blocks:
+                for t0 in range(a, b, L):
+                    Lc = min(L, b - t0)
+                    m_free.append(m_free[-1] @ plan.phi[:N, (Lc - 1) * N : Lc * N])
+        grad_q = Wm.new_zeros(N, width) if want_q else None  # [dL/dr | dL/dW_m]
+        grad_W1 = Wm.new_zeros(units, width) if want_w1 else None
+        grad_xp = new(T, batch, 1) if needs[0] else None
+        grad_x = torch.empty_like(x) if needs[1] else None
+        grad_Wx = torch.zeros_like(Wx) if needs[2] else None
+        grad_bc = torch.zeros(units, dtype=dtype, device=device) if needs[3] else None
+        if m_free is not None:
+            Mc, du_next = new(batch * L * N), new(batch * L)
+        views: dict[int, Any] = {}  # per chunk length: the step loop's views of the buffers
+
+        def step_views(Lc: int) -> Any:
+            if Lc not in views:
+                rows = ych.unbind(1)
+                views[Lc] = [
+                    (
+                        rows[k + 1] if k + 1 < Lc else y_next,
+                        rows[k][:, 1:],
+                        D[k],
+                        mu_beta[:, k],
+                        yv[:, k * width + 1 : Lc * width],
+                        plan.g[1 : (Lc - k) * width],
+                        rows[k][:, 0],
+                    )
+                    for k in range(Lc)
+                ]
+            return views[Lc]
+
+        d_rows = d_out.unbind(0) if (keep_all and d_out is not None) else None
+        chunk = m_hats.shape[0] - 1
         for j in range(len(blocks) - 1, -1, -1):
-            (a, b), M_blk, H_blk = blocks[j], Ms[j], Hs[j]
-            for i in range(b - a - 1, -1, -1):
-                t = a + i
-                row, nxt = work[t % 2], work[(t + 1) % 2]
-                g = row[:, :units]
-                if keep_all:
-                    dh = d_out[t]
-                else:
-                    dh = d_out if t == T - 1 else None
-                if t < T - 1 and W1 is not None:
-                    if dh is None:
-                        torch.mm(nxt[:, lo:hi], W1, out=g)
+            (a, b), H_blk = blocks[j], Hs[j]
+            for t0 in reversed(range(a, b, L)):
+                chunk -= 1
+                Lc = min(L, b - t0)
+                torch.mm(mu, plan.kT[:, L - Lc :], out=mu_beta[:, :Lc])
+                _derivative(H_blk[t0 - a : t0 - a + Lc], D[:Lc], activation)
+                ych.zero_()
+                for k, (yn, g, Dk, base, later, gv, du) in reversed(
+                    list(enumerate(step_views(Lc)))
+                ):
+                    t = t0 + k
+                    if d_rows is not None:
+                        dh = d_rows[t]
                     else:
-                        torch.addmm(dh, nxt[:, lo:hi], W1, out=g)
-                elif dh is not None:
-                    g.copy_(dh)
-                else:
-                    g.zero_()
-                G[t].copy_(_times_derivative_(g, H_blk[i], activation))
-                dm = nxt[:, units + 1 :] if t > 0 else dm_first
-                if t < T - 1 and rk_t is not None:
-                    torch.mul(nxt[:, units : units + 1], rk_t, out=dm)
-                    dm.addmm_(row, W2)
-                else:
-                    torch.mm(row, W2, out=dm)
-                if t == T - 1 and d_mT is not None:
-                    dm.add_(d_mT)
-                torch.mv(dm, Bd, out=DU[t, :, 0])
-                row[:, units] = DU[t, :, 0]
-            # this block's share of the weight gradients: sums over its steps of
-            # m_t^T g_t (Wm), m_{t-1}^T du_t (rk), h_{t-1}^T g_t (U), h_{t-1}^T du_t (kh)
-            rows = (b - a) * batch
-            Gb, DUb = G[a:b], DU[a:b]
-            if grad_Wm is not None:
-                grad_Wm.addmm_(M_blk.reshape(rows, N).t(), Gb.reshape(rows, units))
-            m_prev = m0 if j == 0 else Ms[j - 1][-1]
-            h_prev = h0 if j == 0 else Hs[j - 1][-1]
-            for grad, first, rest, d in (
-                (grad_rk, m_prev, M_blk, DUb),
-                (grad_U, h_prev, H_blk, Gb),
-                (grad_kh, h_prev, H_blk, DUb),
-            ):
-                if grad is None:
-                    continue
-                grad.addmm_(first.t(), d[0])
-                if b - a > 1:
-                    n = rest.shape[-1]
-                    grad.addmm_(rest[:-1].reshape(-1, n).t(), d[1:].reshape(-1, d.shape[-1]))
-        grad_m0 = grad_h0 = None
-        if needs[2]:
-            grad_m0 = dm_first @ A
-            if rk_t is not None:
-                grad_m0.addmm_(DU[0], rk_t)
-        if needs[3]:
-            grad_h0 = torch.zeros_like(h0)
-            if U is not None:
-                grad_h0.addmm_(G[0], U.t())
-            if kh is not None:
-                grad_h0.addmm_(DU[0], kh.t())
-        grad_xp = DU if needs[0] else None
-        grad_c = G if needs[1] else None
+                        dh = d_out if (t == T - 1 and d_out is not None) else None
+                    if W1T is not None:
+                        if dh is None:
+                            torch.mm(yn, W1T, out=g)
+                        else:
+                            torch.addmm(dh, yn, W1T, out=g)
+                    elif dh is not None:
+                        g.copy_(dh)
+                    g.mul_(Dk)
+                    torch.addmv(base, later, gv, out=du)
+                # this chunk's share of every gradient but dL/d[r | W_m]
+                yt = ytf[:Lc]
+                yt.copy_(ych[:, :Lc].transpose(0, 1))
+                G = yt[:, :, 1:]
+                rows = Lc * batch
+                if Yb is not None:
+                    Yb[:, :, t0 : t0 + Lc] = ych[:, :Lc].transpose(1, 2)
+                if grad_W1 is not None:  # the sum of h_{t-1}^T y_t
+                    if t0 == 0:
+                        grad_W1.addmm_(h0.t(), yt[0])
+                    elif t0 == a:
+                        grad_W1.addmm_(Hs[j - 1][-1].t(), yt[0])
+                    else:
+                        grad_W1.addmm_(H_blk[t0 - a - 1].t(), yt[0])
+                    if Lc > 1:
+                        prev = H_blk[t0 - a : t0 - a + Lc - 1].reshape(rows - batch, units)
+                        grad_W1.addmm_(prev.t(), yt[1:].reshape(rows - batch, width))
+                if grad_xp is not None:
+                    grad_xp[t0 : t0 + Lc] = yt[:, :, :1]
+                if grad_x is not None:
+                    torch.matmul(G, Wx, out=grad_x[t0 : t0 + Lc])
+                if grad_Wx is not None:
+                    xs = x[t0 : t0 + Lc].reshape(rows, -1)
+                    grad_Wx.addmm_(G.reshape(rows, units).t(), xs)
+                if grad_bc is not None:
+                    grad_bc += G.sum((0, 1))
+                if m_free is not None:
+                    # m0's free response in this chunk against [du_{t+1} | g_t]
+                    M = Mc[: batch * Lc * N].view(batch, Lc * N)
+                    torch.mm(m_free[chunk], plan.phi[:N, : Lc * N], out=M)
+                    M = M.view(batch * Lc, N)
+                    grad_q[:, 1:].addmm_(M.t(), ych[:, :Lc, 1:].reshape(batch * Lc, units))
+                    dn = du_next[: batch * Lc].view(batch, Lc)
+                    dn[:, : Lc - 1] = ych[:, 1:Lc, 0]
+                    dn[:, Lc - 1] = y_next[:, 0]
+                    grad_q[:, 0].addmv_(M.t(), dn.view(-1))
+                y_next.copy_(ych[:, 0])
+                last = plan.phi[:N, (Lc - 1) * N : Lc * N]
+                torch.mm(mu, last.t(), out=mu_next)
+                mu_next.addmm_(yv[:, : Lc * width], plan.F[:, : Lc * width].t())
+                mu, mu_next = mu_next, mu
+        grad_m0 = mu if needs[4] else None
+        grad_h0 = None
+        if needs[5]:
+            grad_h0 = y_next @ W1T if W1T is not None else torch.zeros_like(h0)
+        grad_rk = grad_Wm = None
+        if grad_q is not None:
+            grad_q[:, 0].addmv_(m_hats[0].t(), y_next[:, 0])  # m_{-1} du_0
+            u = torch.cat(ctx.Us) if len(ctx.Us) > 1 else ctx.Us[0]
+            grad_q += _input_correlation(u, Yb, plan, L)
+            grad_rk = grad_q[:, :1] if needs[8] else None
+            grad_Wm = grad_q[:, 1:] if needs[10] else None
+        grad_kh = grad_U = None
+        if grad_W1 is not None:
+            grad_kh = grad_W1[:, :1] if (needs[9] and kh is not None) else None
+            grad_U = grad_W1[:, 1:] if (needs[11] and U is not None) else None
         return (
             grad_xp,
-            grad_c,
+            grad_x,
+            grad_Wx,
+            grad_bc,
             grad_m0,
             grad_h0,
             None,
@@ -210,9 +419,54 @@ class _FusedRecurrence(torch.autograd.Function):
         )
 
 
+#: Batch rows per transform in :func:`_input_correlation` (bounds its complex buffers).
+_CORRELATION_ROWS = 10
+
+
+def _input_correlation(u: torch.Tensor, Yb: torch.Tensor, plan: _Plan, L: int) -> torch.Tensor:
+    """``sum_t m_t^T [du_{t+1} | g_t]`` over the memory's response to its inputs.
+
+    That response is ``m_t = sum_{s<=t} u_s K_{t-s}`` (``K_i = B P^i``), so the sum is
+    ``sum_i K_i^T c_i`` with ``c_i = sum_{b,s} u_s [du_{s+i+1} | g_{s+i}]``: a correlation of u
+    with y along time, summed over the batch, taken through the FFT.
+
+    Parameters
+    ----------
+    u : torch.Tensor
+        The memory's inputs, shape (T, batch).
+    Yb : torch.Tensor
+        ``y_t = [du_t | g_t]``, shape (batch, 1 + units, T).
+    """
+    T, batch = u.shape
+    width = Yb.shape[1]
+    nfft = fft_length(2 * T - 1)  # no wrap-around for lags -(T-1) .. T-1
+    Uf = torch.fft.rfft(u.t(), n=nfft).conj()
+    acc = None
+    for b0 in range(0, batch, _CORRELATION_ROWS):
+        b1 = min(batch, b0 + _CORRELATION_ROWS)
+        Yf = torch.fft.rfft(Yb[b0:b1], n=nfft)  # (rows, width, F)
+        part = (Yf * Uf[b0:b1, None, :]).sum(0)
+        acc = part if acc is None else acc.add_(part)
+    c = torch.fft.irfft(acc, n=nfft)[:, :T]  # (width, T): lag i = sum_s u_s y_{s+i}
+    # K_i for every lag: the first L rows, then L rows at a time through P^L
+    K = u.new_empty(T, plan.phi.shape[1] // L)
+    N = K.shape[1]
+    K[: min(L, T)] = plan.phi[N : N + 1, : min(L, T) * N].view(-1, N)
+    PL = plan.phi[:N, (L - 1) * N : L * N]
+    for i in range(L, T, L):
+        n = min(L, T - i)
+        torch.mm(K[i - L : i - L + n], PL, out=K[i : i + n])
+    out = u.new_empty(N, width)
+    torch.mm(K.t(), c[1:].t(), out=out[:, 1:])  # g_t pairs with m_t: lag i
+    torch.mv(K[: T - 1].t(), c[0, 1:], out=out[:, 0])  # du_{t+1} pairs with m_t: lag i + 1
+    return out
+
+
 def fused_recurrence(
     xp: torch.Tensor,
-    c: torch.Tensor,
+    x: torch.Tensor | None,
+    Wx: torch.Tensor | None,
+    bc: torch.Tensor | None,
     m0: torch.Tensor,
     h0: torch.Tensor,
     A: torch.Tensor,
@@ -230,9 +484,12 @@ def fused_recurrence(
     ----------
     xp : torch.Tensor
         The memory's input from x (kernel and bias applied), shape (T, batch, 1), time first.
-    c : torch.Tensor
-        The hidden cell's input from x plus its biases, shape (T, batch, units) (may be an
-        expanded view).
+    x, Wx : torch.Tensor or None
+        The layer's input (T, batch, input_size), time first, and the cell's kernel rows for
+        it (units, input_size), with input_to_hidden; both None otherwise.
+    bc : torch.Tensor or None
+        The cell's bias (units,).  The cell's input from outside the loop is
+        ``c_t = x_t W_x^T + b``.
     m0, h0 : torch.Tensor
         Initial memory (batch, order) and hidden output (batch, units).
     A : torch.Tensor
@@ -260,4 +517,6 @@ def fused_recurrence(
         raise ValueError(f"activation must be one of {SCAN_ACTIVATIONS} (got {activation!r})")
     if A.requires_grad or Bd.requires_grad:
         raise ValueError("fused_recurrence needs fixed A and B (they require a gradient here)")
-    return _FusedRecurrence.apply(xp, c, m0, h0, A, Bd, rk, kh, Wm, U, activation, keep_all)
+    if (x is None) != (Wx is None):
+        raise ValueError("fused_recurrence takes x and Wx together (got one of them)")
+    return _FusedRecurrence.apply(xp, x, Wx, bc, m0, h0, A, Bd, rk, kh, Wm, U, activation, keep_all)

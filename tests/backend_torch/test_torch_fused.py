@@ -19,9 +19,14 @@ from lmu_torch_helpers import assert_close, assert_states_close, build, referenc
 F64 = torch.float64
 
 
-def _autograd_loop(xp, c, m0, h0, A, Bd, rk, kh, Wm, U, activation, keep_all):  # type: ignore[no-untyped-def]
+def _autograd_loop(xp, x, Wx, bc, m0, h0, A, Bd, rk, kh, Wm, U, activation, keep_all):  # type: ignore[no-untyped-def]
     """The same recurrence written plainly, differentiated by autograd."""
     f = torch.tanh if activation == "tanh" else torch.relu
+    c = torch.zeros(xp.shape[0], xp.shape[1], Wm.shape[1], dtype=xp.dtype)
+    if x is not None:
+        c = c + x @ Wx.t()
+    if bc is not None:
+        c = c + bc
     m, h, outs = m0, h0, []
     for t in range(xp.shape[0]):
         u = xp[t]
@@ -39,8 +44,11 @@ def _autograd_loop(xp, c, m0, h0, A, Bd, rk, kh, Wm, U, activation, keep_all):  
 
 
 FLAGS = list(itertools.product([False, True], repeat=4))
+#: (x and W_x, bias) of the cell's input from outside the loop
+INPUTS = [(True, True), (False, True), (True, False), (False, False)]
 
 
+@pytest.mark.parametrize("chunk", [1, 3, 16], ids=["chunk1", "chunk3", "chunk16"])
 @pytest.mark.parametrize("block_bytes", [1, 400, 1 << 22], ids=["1-step", "2-steps", "1-block"])
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
 @pytest.mark.parametrize(
@@ -48,6 +56,7 @@ FLAGS = list(itertools.product([False, True], repeat=4))
 )
 def test_forward_and_every_gradient_match_autograd(
     monkeypatch: pytest.MonkeyPatch,
+    chunk: int,
     block_bytes: int,
     activation: str,
     rk: bool,
@@ -56,7 +65,10 @@ def test_forward_and_every_gradient_match_autograd(
     keep_all: bool,
 ) -> None:
     monkeypatch.setattr(recurrence, "_STORE_BLOCK_BYTES", block_bytes)
-    gen = torch.Generator().manual_seed(int(rk) + 2 * kh + 4 * U + 8 * keep_all)
+    monkeypatch.setattr(fused, "_CHUNK", chunk)
+    seed = int(rk) + 2 * kh + 4 * U + 8 * keep_all
+    gen = torch.Generator().manual_seed(seed)
+    with_x, with_bias = INPUTS[(seed + chunk) % 4]
     T, batch, N, units = 7, 3, 5, 4
 
     def rand(*shape: int, scale: float = 1.0) -> torch.Tensor:
@@ -66,8 +78,11 @@ def test_forward_and_every_gradient_match_autograd(
     Bd = torch.randn(N, generator=gen, dtype=F64)
     inputs: dict[str, Any] = dict(
         xp=rand(T, batch, 1),
-        c=rand(T, batch, units),
-        m0=rand(batch, N),
+        x=rand(T, batch, 2) if with_x else None,
+        Wx=rand(units, 2) if with_x else None,
+        bc=rand(units) if with_bias else None,
+        # a zero m0 (no free response) in the 2-steps cases
+        m0=rand(batch, N, scale=0.0 if block_bytes == 400 else 1.0),
         h0=rand(batch, units),
         rk=rand(N, 1, scale=0.3) if rk else None,
         kh=rand(units, 1) if kh else None,
@@ -77,12 +92,16 @@ def test_forward_and_every_gradient_match_autograd(
 
     def args() -> tuple[Any, ...]:
         i = inputs
-        return (i["xp"], i["c"], i["m0"], i["h0"], A, Bd, i["rk"], i["kh"], i["Wm"], i["U"])
+        return (i["xp"], i["x"], i["Wx"], i["bc"], i["m0"], i["h0"], A, Bd, *rest())
+
+    def rest() -> tuple[Any, ...]:
+        i = inputs
+        return (i["rk"], i["kh"], i["Wm"], i["U"])
 
     out, m_T = fused.fused_recurrence(*args(), activation, keep_all)
     ref_out, ref_m = _autograd_loop(*args(), activation, keep_all)
-    torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-12)
-    torch.testing.assert_close(m_T, ref_m, rtol=0, atol=1e-12)
+    torch.testing.assert_close(out, ref_out, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(m_T, ref_m, rtol=1e-12, atol=1e-12)
     # a loss on the output and on the final memory (as when chunks are chained)
     w_out = torch.randn(out.shape, generator=gen, dtype=F64)
     w_m = torch.randn(m_T.shape, generator=gen, dtype=F64)
@@ -107,23 +126,28 @@ def test_gradcheck_through_the_function() -> None:
 
     A = torch.eye(N, dtype=F64) * 0.8
     Bd = torch.randn(N, generator=gen, dtype=F64)
-    leaves = (rand(T, batch, 1), rand(T, batch, units), rand(batch, N), rand(batch, units))
+    leaves = (rand(T, batch, 1), rand(T, batch, 2), rand(units, 2), rand(units))
+    states = (rand(batch, N), rand(batch, units))
     weights = (rand(N, 1), rand(units, 1), rand(N, units), rand(units, units))
 
-    def fn(xp, c, m0, h0, rk, kh, Wm, U):  # type: ignore[no-untyped-def]
-        return fused.fused_recurrence(xp, c, m0, h0, A, Bd, rk, kh, Wm, U, "tanh", True)
+    def fn(xp, x, Wx, bc, m0, h0, rk, kh, Wm, U):  # type: ignore[no-untyped-def]
+        return fused.fused_recurrence(xp, x, Wx, bc, m0, h0, A, Bd, rk, kh, Wm, U, "tanh", True)
 
-    assert torch.autograd.gradcheck(fn, (*leaves, *weights))
+    assert torch.autograd.gradcheck(fn, (*leaves, *states, *weights))
 
 
 def test_rejects_trainable_matrices_and_other_activations() -> None:
     A = torch.eye(3, dtype=F64, requires_grad=True)
     z = torch.zeros
-    args = (z(2, 1, 1), z(2, 1, 2), z(1, 3), z(1, 2), A, z(3), None, None, z(3, 2), None)
+    args = (z(2, 1, 1), None, None, None, z(1, 3), z(1, 2), A, z(3), None, None, z(3, 2), None)
     with pytest.raises(ValueError, match="fixed A and B"):
         fused.fused_recurrence(*args, "tanh", True)
     with pytest.raises(ValueError, match="activation must be one of"):
-        fused.fused_recurrence(*args[:4], A.detach(), *args[5:], "sigmoid", True)
+        fused.fused_recurrence(*args[:6], A.detach(), *args[7:], "sigmoid", True)
+    with pytest.raises(ValueError, match="x and Wx together"):
+        fused.fused_recurrence(
+            *args[:1], z(2, 1, 1), *args[2:6], A.detach(), *args[7:], "tanh", True
+        )
 
 
 LAYER_CASES = [

@@ -366,8 +366,11 @@ def _run_projected(
         b_hh = module._weights()[3]
         bias = b_hh if bias is None else bias + b_hh
     # gi_t: time first, (T, batch, k), the layout the step loop reads
-    if mode == "fft":
-        gi_t = conv_projected_fft(u, G, bias, fft_length(T + K - 1))
+    i2h = c.input_to_hidden
+    Wx = W[:, layer.memory_size :].T if i2h else None
+    if mode == "fft":  # the x projection joins the convolution's output block by block
+        gi_t = conv_projected_fft(u, G, bias, fft_length(T + K - 1), x if i2h else None, Wx)
+        i2h = False
     else:
         weight = G.flip(1).permute(2, 0, 1)  # (k, md, K)
         gi_t = nnf.conv1d(nnf.pad(u.transpose(1, 2), (K - 1, 0)), weight).permute(2, 0, 1)
@@ -381,8 +384,7 @@ def _run_projected(
         P = layer.power(T, dtype, device).expand(md, -1, -1)
         m3 = m3 + torch.einsum("bdj,dij->bdi", m0, P)
     m_last = m3.reshape(batch, md * order)
-    if c.input_to_hidden:
-        Wx = W[:, layer.memory_size :].T
+    if i2h:
         xt = x.transpose(0, 1).reshape(T * batch, -1)
         gi_t = torch.addmm(gi_t.reshape(T * batch, -1), xt, Wx).reshape(T, batch, -1)
     h = (

@@ -190,7 +190,7 @@ class _ConvProjectedFFT(torch.autograd.Function):
     """Autograd function behind :func:`conv_projected_fft`."""
 
     @staticmethod
-    def forward(ctx, u, G, bias, nfft):  # noqa: D102
+    def forward(ctx, u, G, bias, nfft, x, Wx):  # noqa: D102
         batch, T, md = u.shape
         K, k = G.shape[1], G.shape[2]
         Uf = torch.fft.rfft(u.transpose(1, 2), n=nfft)  # (batch, md, F)
@@ -208,14 +208,16 @@ class _ConvProjectedFFT(torch.autograd.Function):
                 torch.add(y, bias, out=out[:, b0:b1])
             else:
                 out[:, b0:b1].copy_(y)
-        ctx.save_for_backward(Uf, Gf)
+            if x is not None:  # while the block is in cache
+                out[:, b0:b1] += torch.matmul(x[b0:b1].transpose(0, 1), Wx)
+        ctx.save_for_backward(Uf, Gf, x, Wx)
         ctx.dims = (T, K, nfft, rows, bias is not None)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dout):  # noqa: D102
-        Uf, Gf = ctx.saved_tensors
+        Uf, Gf, x, Wx = ctx.saved_tensors
         T, K, nfft, rows, has_bias = ctx.dims
         batch, md = Uf.shape[0], Uf.shape[1]
         need_u, need_G = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
@@ -240,11 +242,23 @@ class _ConvProjectedFFT(torch.autograd.Function):
         grad_u = torch.fft.irfft(gUf, n=nfft)[..., :T].transpose(1, 2) if need_u else None
         grad_G = torch.fft.irfft(gGf, n=nfft)[..., :K].transpose(1, 2) if need_G else None
         grad_bias = dout.sum((0, 1)) if (has_bias and ctx.needs_input_grad[2]) else None
-        return grad_u, grad_G, grad_bias, None
+        grad_x = grad_Wx = None
+        if x is not None and ctx.needs_input_grad[4]:
+            grad_x = torch.matmul(dout, Wx.t()).transpose(0, 1)
+        if x is not None and ctx.needs_input_grad[5]:
+            rows = dout.shape[0] * batch
+            xt = x.transpose(0, 1).reshape(rows, -1)
+            grad_Wx = xt.t() @ dout.reshape(rows, -1)
+        return grad_u, grad_G, grad_bias, None, grad_x, grad_Wx
 
 
 def conv_projected_fft(
-    u: torch.Tensor, G: torch.Tensor, bias: torch.Tensor | None, nfft: int
+    u: torch.Tensor,
+    G: torch.Tensor,
+    bias: torch.Tensor | None,
+    nfft: int,
+    x: torch.Tensor | None = None,
+    Wx: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Causal convolution of the memory input with a projected impulse response, time first.
 
@@ -258,11 +272,15 @@ def conv_projected_fft(
         Added to every output, shape (k,).
     nfft : int
         FFT length, at least T + K - 1 (no wrap-around).
+    x, Wx : torch.Tensor or None
+        A term without delay, ``x[b, t] @ Wx``: x of shape (batch, T, n) and Wx (n, k) (the
+        hidden cell's input from x), added block by block instead of in a pass of its own.
 
     Returns
     -------
     torch.Tensor
-        ``out[t, b, :] = bias + sum_d sum_j u[b, t - j, d] G[d, j, :]``, shape (T, batch, k).
+        ``out[t, b, :] = bias + x[b, t] Wx + sum_d sum_j u[b, t - j, d] G[d, j, :]``, shape
+        (T, batch, k).
 
     Notes
     -----
@@ -270,4 +288,6 @@ def conv_projected_fft(
     the result is written time-first, the layout a step loop reads.  The backward pass uses
     the adjoint convolutions (cross-correlations), again blocked over the batch.
     """
-    return _ConvProjectedFFT.apply(u, G, bias, nfft)
+    if (x is None) != (Wx is None):
+        raise ValueError("conv_projected_fft takes x and Wx together (got one of them)")
+    return _ConvProjectedFFT.apply(u, G, bias, nfft, x, Wx)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -36,8 +38,9 @@ def test_scan_gradcheck(
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("k", [4, 5], ids=["even-k", "odd-k"])
 @pytest.mark.parametrize("one_row", [False, True], ids=["all-rows", "one-row-per-block"])
+@pytest.mark.parametrize("with_x", [False, True], ids=["no-x", "x"])
 def test_conv_projected_fft(
-    monkeypatch: pytest.MonkeyPatch, md: int, bias: bool, k: int, one_row: bool
+    monkeypatch: pytest.MonkeyPatch, md: int, bias: bool, k: int, one_row: bool, with_x: bool
 ) -> None:
     # even and odd widths; with one_row every batch row is its own block (offsets checked)
     if one_row:
@@ -47,6 +50,8 @@ def test_conv_projected_fft(
     u = torch.randn(batch, T, md, dtype=torch.float64, requires_grad=True)
     G = torch.randn(md, K, k, dtype=torch.float64, requires_grad=True)
     b = torch.randn(k, dtype=torch.float64, requires_grad=True) if bias else None
+    x = torch.randn(batch, T, 2, dtype=torch.float64, requires_grad=True) if with_x else None
+    Wx = torch.randn(2, k, dtype=torch.float64, requires_grad=True) if with_x else None
     expected = np.zeros((T, batch, k))
     un, Gn = u.detach().numpy(), G.detach().numpy()
     for t in range(T):
@@ -54,10 +59,20 @@ def test_conv_projected_fft(
             expected[t] += un[:, t - j] @ Gn[:, j]
     if b is not None:
         expected += b.detach().numpy()
-    assert_close(conv_projected_fft(u, G, b, T + K - 1), expected, what="conv")
-    inputs = (u, G) if b is None else (u, G, b)
-    fn = lambda u, G, *bb: conv_projected_fft(u, G, bb[0] if bb else None, 16)  # noqa: E731
-    assert torch.autograd.gradcheck(fn, inputs)
+    if x is not None:
+        expected += (x @ Wx).detach().numpy().transpose(1, 0, 2)
+    assert_close(conv_projected_fft(u, G, b, T + K - 1, x, Wx), expected, what="conv")
+
+    def fn(u: torch.Tensor, G: torch.Tensor, b: Any, x: Any, Wx: Any) -> torch.Tensor:
+        return conv_projected_fft(u, G, b, 16, x, Wx)
+
+    assert torch.autograd.gradcheck(fn, (u, G, b, x, Wx))
+
+
+def test_conv_projected_fft_takes_x_and_its_weight_together() -> None:
+    u, G = torch.zeros(1, 3, 1), torch.zeros(1, 2, 4)
+    with pytest.raises(ValueError, match="x and Wx together"):
+        conv_projected_fft(u, G, None, 4, torch.zeros(1, 3, 2), None)
 
 
 @pytest.mark.parametrize("activation", ["tanh", "relu"])

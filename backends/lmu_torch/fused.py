@@ -51,12 +51,11 @@ as the forward's convolution; the carry into the chunk before is
 x's kernel rows and the bias) and of ``xp``, taken chunk by chunk; ``[k_h | U]``'s gradient
 is one GEMM per chunk of stored outputs against ``y``.
 
-**The gradient of** ``[r | W_m]`` is ``\sum_t m_t^T [\bar u_{t+1} | g_t]``.  The memory is
-``m_t = m_0 P^{t+1} + \sum_{s \le t} u_s B P^{t-s}``, so its input part contributes
-``\sum_i (B P^i)^T c_i`` with ``c_i = \sum_{b,s} u_s [\bar u_{s+i+1} | g_{s+i}]``: the
-correlation of u with y along time, summed over the batch, which the FFT gives for every lag
-at once (:func:`_input_correlation`).  The memory sequence is never formed.  Only a nonzero
-``m_0`` adds its free response, chunk by chunk (``m_0 P^{t_0} [P^1 .. P^L]``).
+**The gradient of** ``[r | W_m]`` is ``\sum_t [m_{t-1}^T \bar u_t | m_t^T g_t]``.  A chunk's
+memories are ``[\hat m | u] \phi`` (``\phi`` stacks ``[P^1 .. P^L]`` over the Toeplitz blocks
+of ``B P^i``), so the backward pass only accumulates ``S = \sum [\hat m | u]^T y`` over the
+chunks, one GEMM each, and contracts ``S`` with ``\phi`` once at the end
+(:func:`_memory_weight_gradient`).  The memory sequence is never formed.
 """
 
 from __future__ import annotations
@@ -67,7 +66,6 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from . import recurrence
-from .convolution import fft_length
 from .recurrence import SCAN_ACTIVATIONS
 
 __all__ = ["fused_recurrence"]
@@ -280,25 +278,15 @@ class _FusedRecurrence(torch.autograd.Function):
         mu_next, mu_beta, D = new(batch, N), new(batch, L), new(L, batch, units)
         want_q = needs[8] or needs[10]
         want_w1 = (needs[9] and kh is not None) or (needs[11] and U is not None)
-        # y of every step, time last, for the correlation behind dL/d[r | W_m]
-        Yb = new(batch, width, T) if want_q else None
-        # the free response of m0 (m0 P^{t+1}) is not in that correlation: its share of
-        # dL/d[r | W_m] is formed chunk by chunk, from m0 P^{t0} (m_free)
-        m_free = None
-        if want_q and bool(m_hats[0].any()):
-            m_free = [m_hats[0]]
-            for a, b in blocks:
-                for t0 in range(a, b, L):
-                    Lc = min(L, b - t0)
-                    m_free.append(m_free[-1] @ plan.phi[:N, (Lc - 1) * N : Lc * N])
-        grad_q = Wm.new_zeros(N, width) if want_q else None  # [dL/dr | dL/dW_m]
+        # sum over chunks of [m_hat | u]^T y: the chunk's memories are [m_hat | u] phi, so
+        # this is all dL/d[r | W_m] needs (see _memory_weight_gradient)
+        S = Wm.new_zeros(N + L, L * width) if want_q else None
+        zbuf = new(batch, N + L)
         grad_W1 = Wm.new_zeros(units, width) if want_w1 else None
         grad_xp = new(T, batch, 1) if needs[0] else None
         grad_x = torch.empty_like(x) if needs[1] else None
         grad_Wx = torch.zeros_like(Wx) if needs[2] else None
         grad_bc = torch.zeros(units, dtype=dtype, device=device) if needs[3] else None
-        if m_free is not None:
-            Mc, du_next = new(batch * L * N), new(batch * L)
         views: dict[int, Any] = {}  # per chunk length: the step loop's views of the buffers
 
         def step_views(Lc: int) -> Any:
@@ -350,8 +338,10 @@ class _FusedRecurrence(torch.autograd.Function):
                 yt.copy_(ych[:, :Lc].transpose(0, 1))
                 G = yt[:, :, 1:]
                 rows = Lc * batch
-                if Yb is not None:
-                    Yb[:, :, t0 : t0 + Lc] = ych[:, :Lc].transpose(1, 2)
+                if S is not None:
+                    zbuf[:, :N] = m_hats[chunk]
+                    zbuf[:, N : N + Lc] = ctx.Us[j][t0 - a : t0 - a + Lc].t()
+                    S[: N + Lc, : Lc * width].addmm_(zbuf[:, : N + Lc].t(), yv[:, : Lc * width])
                 if grad_W1 is not None:  # the sum of h_{t-1}^T y_t
                     if t0 == 0:
                         grad_W1.addmm_(h0.t(), yt[0])
@@ -371,16 +361,6 @@ class _FusedRecurrence(torch.autograd.Function):
                     grad_Wx.addmm_(G.reshape(rows, units).t(), xs)
                 if grad_bc is not None:
                     grad_bc += G.sum((0, 1))
-                if m_free is not None:
-                    # m0's free response in this chunk against [du_{t+1} | g_t]
-                    M = Mc[: batch * Lc * N].view(batch, Lc * N)
-                    torch.mm(m_free[chunk], plan.phi[:N, : Lc * N], out=M)
-                    M = M.view(batch * Lc, N)
-                    grad_q[:, 1:].addmm_(M.t(), ych[:, :Lc, 1:].reshape(batch * Lc, units))
-                    dn = du_next[: batch * Lc].view(batch, Lc)
-                    dn[:, : Lc - 1] = ych[:, 1:Lc, 0]
-                    dn[:, Lc - 1] = y_next[:, 0]
-                    grad_q[:, 0].addmv_(M.t(), dn.view(-1))
                 y_next.copy_(ych[:, 0])
                 last = plan.phi[:N, (Lc - 1) * N : Lc * N]
                 torch.mm(mu, last.t(), out=mu_next)
@@ -391,12 +371,10 @@ class _FusedRecurrence(torch.autograd.Function):
         if needs[5]:
             grad_h0 = y_next @ W1T if W1T is not None else torch.zeros_like(h0)
         grad_rk = grad_Wm = None
-        if grad_q is not None:
-            grad_q[:, 0].addmv_(m_hats[0].t(), y_next[:, 0])  # m_{-1} du_0
-            u = torch.cat(ctx.Us) if len(ctx.Us) > 1 else ctx.Us[0]
-            grad_q += _input_correlation(u, Yb, plan, L)
-            grad_rk = grad_q[:, :1] if needs[8] else None
-            grad_Wm = grad_q[:, 1:] if needs[10] else None
+        if S is not None:
+            grad_rk, grad_Wm = _memory_weight_gradient(S, plan.phi, N, L)
+            grad_rk = grad_rk if needs[8] else None
+            grad_Wm = grad_Wm if needs[10] else None
         grad_kh = grad_U = None
         if grad_W1 is not None:
             grad_kh = grad_W1[:, :1] if (needs[9] and kh is not None) else None
@@ -419,47 +397,37 @@ class _FusedRecurrence(torch.autograd.Function):
         )
 
 
-#: Batch rows per transform in :func:`_input_correlation` (bounds its complex buffers).
-_CORRELATION_ROWS = 10
+def _memory_weight_gradient(
+    S: torch.Tensor, phi: torch.Tensor, N: int, L: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``dL/dr = sum_t m_{t-1}^T du_t`` and ``dL/dW_m = sum_t m_t^T g_t``, from chunk sums.
 
-
-def _input_correlation(u: torch.Tensor, Yb: torch.Tensor, plan: _Plan, L: int) -> torch.Tensor:
-    """``sum_t m_t^T [du_{t+1} | g_t]`` over the memory's response to its inputs.
-
-    That response is ``m_t = sum_{s<=t} u_s K_{t-s}`` (``K_i = B P^i``), so the sum is
-    ``sum_i K_i^T c_i`` with ``c_i = sum_{b,s} u_s [du_{s+i+1} | g_{s+i}]``: a correlation of u
-    with y along time, summed over the batch, taken through the FFT.
+    In a chunk, ``m_{t_0+k} = Z phi_k`` with ``Z = [m_hat | u]`` and ``phi_k`` the chunk's k-th
+    column block of ``phi``, and ``m_{t_0-1} = m_hat = Z [I ; 0]``.  So with
+    ``S = sum_chunks Z^T y`` (rows ``[m_hat | u]``, columns ``(k, [du | g])``), the sums are
+    ``sum_k phi_k^T S_k`` over the k blocks: a small contraction, however long the sequence.
 
     Parameters
     ----------
-    u : torch.Tensor
-        The memory's inputs, shape (T, batch).
-    Yb : torch.Tensor
-        ``y_t = [du_t | g_t]``, shape (batch, 1 + units, T).
+    S : torch.Tensor
+        Shape (N + L, L (1 + units)).
+    phi : torch.Tensor
+        :attr:`_Plan.phi`, shape (N + L, L N).
+
+    Returns
+    -------
+    grad_r, grad_Wm : torch.Tensor
+        Shapes (N, 1) and (N, units).
     """
-    T, batch = u.shape
-    width = Yb.shape[1]
-    nfft = fft_length(2 * T - 1)  # no wrap-around for lags -(T-1) .. T-1
-    Uf = torch.fft.rfft(u.t(), n=nfft).conj()
-    acc = None
-    for b0 in range(0, batch, _CORRELATION_ROWS):
-        b1 = min(batch, b0 + _CORRELATION_ROWS)
-        Yf = torch.fft.rfft(Yb[b0:b1], n=nfft)  # (rows, width, F)
-        part = (Yf * Uf[b0:b1, None, :]).sum(0)
-        acc = part if acc is None else acc.add_(part)
-    c = torch.fft.irfft(acc, n=nfft)[:, :T]  # (width, T): lag i = sum_s u_s y_{s+i}
-    # K_i for every lag: the first L rows, then L rows at a time through P^L
-    K = u.new_empty(T, plan.phi.shape[1] // L)
-    N = K.shape[1]
-    K[: min(L, T)] = plan.phi[N : N + 1, : min(L, T) * N].view(-1, N)
-    PL = plan.phi[:N, (L - 1) * N : L * N]
-    for i in range(L, T, L):
-        n = min(L, T - i)
-        torch.mm(K[i - L : i - L + n], PL, out=K[i : i + n])
-    out = u.new_empty(N, width)
-    torch.mm(K.t(), c[1:].t(), out=out[:, 1:])  # g_t pairs with m_t: lag i
-    torch.mv(K[: T - 1].t(), c[0, 1:], out=out[:, 0])  # du_{t+1} pairs with m_t: lag i + 1
-    return out
+    width = S.shape[1] // L
+    Sk = S.view(N + L, L, width)
+    phik = phi.view(N + L, L, N)
+    grad_Wm = torch.einsum("rkn,rkc->nc", phik, Sk[:, :, 1:])
+    # du_t pairs with m_{t-1}: m_hat for k = 0, block k - 1 after that
+    grad_r = Sk[:N, 0, :1].clone()
+    if L > 1:
+        grad_r += torch.einsum("rkn,rk->n", phik[:, : L - 1], Sk[:, 1:, 0])[:, None]
+    return grad_r, grad_Wm
 
 
 def fused_recurrence(

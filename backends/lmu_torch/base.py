@@ -166,6 +166,8 @@ class LMUBase(nn.Module):
         self.A = nn.Parameter(torch.tensor(A, **factory)) if config.trainable_A else None
         self.B = nn.Parameter(torch.tensor(B, **factory)) if config.trainable_B else None
         self._cache = discrete.TensorCache()
+        #: (key, chunk matrices) of the fused recurrent loop (see lmu_torch.fused.plan_key)
+        self._fused_plan: tuple[Any, Any] | None = None
         self._theta_key: Any = None
         self._thetas: tuple[float, ...] = ()
 
@@ -448,5 +450,6 @@ class LMUBase(nn.Module):
 
     def _apply(self, fn: Any, recurse: bool = True) -> LMUBase:  # type: ignore[override]
         self._cache.clear()
+        self._fused_plan = None
         self._theta_key = None
         return super()._apply(fn, recurse)

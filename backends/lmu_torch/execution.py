@@ -15,6 +15,7 @@ import torch.nn.functional as nnf
 
 import lmu.system
 
+from . import fused
 from .base import LMUBase
 from .convolution import conv_fft, conv_last, conv_raw, fft_length
 from .discrete import free_response
@@ -86,7 +87,8 @@ def run_recurrent(
     hidden = layer._hidden
     module = layer.hidden_cell
     neutral = isinstance(module, NeutralHidden)
-    if _can_fuse(layer, module, Ad, Bd, kh, in_mask, rec_mask, x):
+    # one step (streaming) is cheaper as the plain loop than as one chunk
+    if x.shape[1] > 1 and _can_fuse(layer, module, Ad, Bd, kh, in_mask, rec_mask, x):
         return _run_fused(layer, module, x, xp, kh, rk, Ad, Bd, states, keep_all)
     T = x.shape[1]
     gx_steps: Sequence[torch.Tensor | None] = [None] * T
@@ -225,6 +227,14 @@ def _run_fused(
     i2h = layer.config.input_to_hidden
     m0 = states[0].to(x.dtype)
     h0 = states[1].to(x.dtype)
+    # the chunk matrices, kept while A, B, r and W_m are unchanged (a streaming or inference
+    # loop calls with the same weights; a training step's update makes a new key)
+    Wm = W[:, :N].t()
+    key = fused.plan_key(x.shape[1], Ad[0], Bd[0], rk, Wm)
+    cached = layer._fused_plan
+    if key is None or cached is None or cached[0] != key:
+        cached = (key, fused.make_plan(x.shape[1], Ad[0], Bd[0], rk, Wm))
+        layer._fused_plan = cached
     out, m_T = fused_recurrence(
         xp.transpose(0, 1),
         x.transpose(0, 1) if i2h else None,
@@ -236,10 +246,11 @@ def _run_fused(
         Bd[0],
         rk,
         kh,
-        W[:, :N].t(),
+        Wm,
         U,
         module.activation,
         keep_all,
+        cached[1],
     )
     if keep_all:
         return out.transpose(0, 1), [m_T, out[-1]]

@@ -68,7 +68,7 @@ from torch.autograd.function import once_differentiable
 from . import recurrence
 from .recurrence import SCAN_ACTIVATIONS
 
-__all__ = ["fused_recurrence"]
+__all__ = ["chunk_length", "fused_recurrence", "make_plan", "plan_key"]
 
 #: Steps per chunk.  Each step's convolution over the chunk's inputs grows with it, each
 #: chunk's GEMMs shrink with it per step.
@@ -80,6 +80,11 @@ def _blocks(T: int, L: int, row_bytes: int) -> list[tuple[int, int]]:
     steps = max(1, recurrence._STORE_BLOCK_BYTES // max(1, row_bytes))
     size = max(L, steps // L * L)
     return [(t0, min(T, t0 + size)) for t0 in range(0, T, size)]
+
+
+def chunk_length(T: int) -> int:
+    """The chunk length the loop uses for T steps."""
+    return max(1, min(_CHUNK, T))
 
 
 class _Plan:
@@ -95,6 +100,9 @@ class _Plan:
     * ``g`` (L (1+n),): block i is ``[B P^{i-1} r | B P^i W_m]`` (first entry 0), the
       chunk's response to one input; ``g_fold`` (L-1, 1+n): blocks L-1 .. 1, folded.
     * ``kT`` (N, L): ``[K_{L-1} .. K_0]``.
+
+    ``sources`` keeps the tensors it was made from, so that a cache keyed by their storage
+    (:func:`plan_key`) cannot meet another tensor at a reused address.
     """
 
     def __init__(
@@ -105,6 +113,8 @@ class _Plan:
         Wm: torch.Tensor,
         L: int,
     ) -> None:
+        self.sources = (A, Bd, rk, Wm)
+        self.L = L
         N, units = Wm.shape
         width = 1 + units
         P = A.t()
@@ -151,13 +161,14 @@ class _FusedRecurrence(torch.autograd.Function):
     """Autograd function behind :func:`fused_recurrence`."""
 
     @staticmethod
-    def forward(ctx, xp, x, Wx, bc, m0, h0, A, Bd, rk, kh, Wm, U, activation, keep_all):  # noqa: D102
+    def forward(ctx, xp, x, Wx, bc, m0, h0, A, Bd, rk, kh, Wm, U, activation, keep_all, plan):  # noqa: D102
         T, batch, _ = xp.shape
         N, units = Wm.shape
         width = units + 1
         dtype, device = xp.dtype, xp.device
-        L = max(1, min(_CHUNK, T))
-        plan = _Plan(A, Bd, rk, Wm, L)
+        L = chunk_length(T)
+        if plan is None or plan.L != L:
+            plan = _Plan(A, Bd, rk, Wm, L)
         # [k_h | U] (zero where absent), and its fold: column 0 of a step's product is u_t,
         # whose own contribution u_t B W_m to the pre-activation joins the other columns.
         W1 = W1_fold = None
@@ -394,6 +405,7 @@ class _FusedRecurrence(torch.autograd.Function):
             grad_U,
             None,
             None,
+            None,
         )
 
 
@@ -445,6 +457,7 @@ def fused_recurrence(
     U: torch.Tensor | None,
     activation: str,
     keep_all: bool,
+    plan: _Plan | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the loop of the module docstring; differentiable once.
 
@@ -474,6 +487,9 @@ def fused_recurrence(
     activation : {"tanh", "relu"}
     keep_all : bool
         Return every output (T, batch, units) instead of the last one (batch, units).
+    plan : optional
+        The chunk matrices from :func:`make_plan` for these A, Bd, rk and Wm, when the caller
+        keeps them between calls (streaming, inference); made here otherwise.
 
     Returns
     -------
@@ -487,4 +503,38 @@ def fused_recurrence(
         raise ValueError("fused_recurrence needs fixed A and B (they require a gradient here)")
     if (x is None) != (Wx is None):
         raise ValueError("fused_recurrence takes x and Wx together (got one of them)")
-    return _FusedRecurrence.apply(xp, x, Wx, bc, m0, h0, A, Bd, rk, kh, Wm, U, activation, keep_all)
+    return _FusedRecurrence.apply(
+        xp, x, Wx, bc, m0, h0, A, Bd, rk, kh, Wm, U, activation, keep_all, plan
+    )
+
+
+def plan_key(
+    T: int, A: torch.Tensor, Bd: torch.Tensor, rk: torch.Tensor | None, Wm: torch.Tensor
+) -> tuple[object, ...] | None:
+    """A cache key for :func:`make_plan`'s result, or None where none is safe.
+
+    The key holds the chunk length and each tensor's storage address, version (bumped by every
+    in-place change, optimiser steps included), dtype, device, shape and strides.  A and Bd are
+    the layer's cached constants; made in inference mode they carry no version, and their
+    address alone identifies them (a new theta makes new tensors).  Weights made in inference
+    mode carry no version either: then there is no key.
+    """
+    parts: list[object] = [chunk_length(T)]
+    for t, constant in ((A, True), (Bd, True), (rk, False), (Wm, False)):
+        if t is None:
+            parts.append(None)
+            continue
+        if t.is_inference() and not constant:
+            return None
+        version = -1 if t.is_inference() else t._version
+        parts.append((t.data_ptr(), version, t.dtype, t.device, t.shape, t.stride()))
+    return tuple(parts)
+
+
+def make_plan(
+    T: int, A: torch.Tensor, Bd: torch.Tensor, rk: torch.Tensor | None, Wm: torch.Tensor
+) -> _Plan:
+    """The chunk matrices :func:`fused_recurrence` needs for T steps (no autograd)."""
+    with torch.no_grad():
+        r = rk.detach() if rk is not None else None
+        return _Plan(A.detach(), Bd.detach(), r, Wm.detach(), chunk_length(T))

@@ -312,3 +312,40 @@ def test_float32_is_as_accurate_as_the_plain_loop(
         err_fused = (fused[i].to(F64) - e).abs().max().item() / scale
         err_plain = (plain[i].to(F64) - e).abs().max().item() / scale
         assert err_fused <= 10 * err_plain + 1e-6, (i, err_fused, err_plain)
+
+
+def test_chunk_matrices_are_kept_until_a_weight_changes(fused_calls: list[int]) -> None:
+    """The layer keeps the chunk matrices between calls, and remakes them after any update."""
+    layer = _layer(LAYER_CASES[0], seed=9)
+    x = torch.randn(2, 20, 2, dtype=F64, generator=torch.Generator().manual_seed(9))
+    layer(x)
+    plan = layer._fused_plan[1]
+    with torch.no_grad():
+        layer(x)
+    assert layer._fused_plan[1] is plan, "unchanged weights: the same matrices"
+    opt = torch.optim.SGD(layer.parameters(), lr=0.1)
+    layer(x)[0].pow(2).sum().backward()
+    opt.step()  # in place: the weights' versions change
+    out, _ = layer(x)
+    assert layer._fused_plan[1] is not plan
+    expected, _ = reference_run(layer, x.numpy())
+    assert_close(out, expected, what="after an optimiser step")
+    for name in ("recurrent_kernel", "hidden_cell.rnn.weight_ih_l0"):
+        plan = layer._fused_plan[1]
+        with torch.no_grad():
+            layer.get_parameter(name).mul_(0.5)
+        out, _ = layer(x)
+        assert layer._fused_plan[1] is not plan, name
+        assert_close(out, reference_run(layer, x.numpy())[0], what=f"after scaling {name}")
+    assert len(fused_calls) == 6
+
+
+def test_single_steps_take_the_plain_loop(fused_calls: list[int]) -> None:
+    """One step (streaming) is cheaper without the chunk machinery; longer inputs fuse."""
+    layer = _layer(LAYER_CASES[0], seed=10)
+    x = torch.randn(2, 1, 2, dtype=F64, generator=torch.Generator().manual_seed(10))
+    out, _ = layer(x)
+    assert not fused_calls
+    assert_close(out, reference_run(layer, x.numpy())[0], what="one step")
+    layer(torch.cat([x, x], dim=1))
+    assert fused_calls

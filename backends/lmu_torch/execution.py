@@ -405,7 +405,10 @@ def _run_projected(
     )
     if scan:  # two ops per step (addmm, activation), a hand-written backward
         w_hh = module._weights()[1]
-        o = simple_rnn_scan(gi_t, h[0], w_hh.T, module.activation, last_only=not keep_all)
+        # gi_t is this function's own: the last-output scan may run in its storage
+        o = simple_rnn_scan(
+            gi_t, h[0], w_hh.T, module.activation, last_only=not keep_all, consume=True
+        )
         if keep_all:
             return o.transpose(0, 1), [m_last, o[-1]]
         return o, [m_last, o]

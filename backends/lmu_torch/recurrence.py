@@ -138,12 +138,63 @@ class _SimpleRNNScan(torch.autograd.Function):
         return grad_a, grad_h0, grad_R, None, None
 
 
+class _SimpleRNNScanInPlace(torch.autograd.Function):
+    """The last-output scan, run in the input's storage (see ``consume`` of the wrapper).
+
+    The forward pass overwrites ``a`` with the outputs, so it allocates no (T, batch, units)
+    tensor of its own and copies no input row into an output row (a fresh tensor of that
+    size costs about as much in page faults as the arithmetic of the steps that fill it).
+    """
+
+    @staticmethod
+    def forward(ctx, a, h0, R, activation):  # noqa: D102
+        h = h0
+        for a_t in a.unbind(0):
+            h = _activate_(a_t.addmm_(h, R), activation)
+        ctx.mark_dirty(a)
+        ctx.set_materialize_grads(False)
+        ctx.activation = activation
+        ctx.save_for_backward(h0, R, a)
+        return a, h.clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dH, dh):  # noqa: D102
+        h0, R, H = ctx.saved_tensors
+        T, batch, units = H.shape
+        Rt = R.t()
+        G = torch.empty_like(H)
+        g = None
+        for t in range(T - 1, -1, -1):
+            out = G[t]
+            if g is not None:
+                torch.mm(g, Rt, out=out)
+                if dH is not None:
+                    out.add_(dH[t])
+            elif dH is not None:
+                out.copy_(dH[t])
+            else:
+                out.zero_()
+            if t == T - 1 and dh is not None:
+                out.add_(dh)
+            g = _times_derivative_(out, H[t], ctx.activation)
+        grad_R = None
+        if ctx.needs_input_grad[2]:  # sum of h_{t-1}^T g_t
+            grad_R = h0.t() @ G[0]
+            if T > 1:
+                rows = (T - 1) * batch
+                grad_R.addmm_(H[:-1].reshape(rows, units).t(), G[1:].reshape(rows, units))
+        grad_h0 = G[0] @ Rt if ctx.needs_input_grad[1] else None
+        return G if ctx.needs_input_grad[0] else None, grad_h0, grad_R, None
+
+
 def simple_rnn_scan(
     a: torch.Tensor,
     h0: torch.Tensor,
     R: torch.Tensor,
     activation: str = "tanh",
     last_only: bool = False,
+    consume: bool = False,
 ) -> torch.Tensor:
     """All outputs of ``h_t = f(a_t + h_{t-1} @ R)``.
 
@@ -158,6 +209,10 @@ def simple_rnn_scan(
     activation : {"tanh", "relu"}
     last_only : bool
         Return only ``h_T`` (batch, units) instead of every output.
+    consume : bool
+        With ``last_only``, the caller gives up ``a`` (used nowhere else): when it is a
+        contiguous tensor of its own (not a view), the scan runs in its storage, which
+        afterwards holds the outputs, then the gradient.
 
     Returns
     -------
@@ -175,6 +230,8 @@ def simple_rnn_scan(
         a.requires_grad or h0.requires_grad or R.requires_grad
     )
     if needs_grad and not torch.compiler.is_compiling():
+        if last_only and consume and a.is_contiguous() and a._base is None:
+            return _SimpleRNNScanInPlace.apply(a, h0, R, activation)[1]
         return _SimpleRNNScan.apply(a, h0, R, activation, last_only)
     act = torch.tanh if activation == "tanh" else torch.relu
     outs = []

@@ -34,6 +34,48 @@ def test_scan_gradcheck(
     assert_close(fn(a, h0, R), plain.numpy(), what="scan vs loop")
 
 
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_scan_in_place_matches_the_scan(activation: str) -> None:
+    """``consume=True``: the last output and every gradient as without it; ``a`` holds the
+    outputs afterwards (a view or a non-contiguous input is left alone)."""
+    torch.manual_seed(2)
+    a = torch.randn(7, 3, 4, dtype=torch.float64)
+    h0 = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    R = (0.5 * torch.randn(4, 4, dtype=torch.float64)).requires_grad_()
+
+    def run(consume: bool) -> tuple[torch.Tensor, ...]:
+        leaf = a.clone().requires_grad_()
+        own = leaf * 1.0  # a tensor of its own, as the layer passes
+        h = simple_rnn_scan(own, h0, R, activation, last_only=True, consume=consume)
+        h.sin().sum().backward()
+        grads = (leaf.grad, h0.grad.clone(), R.grad.clone())
+        h0.grad = R.grad = None
+        return (h.detach(), own.detach(), *grads)
+
+    got, want = run(True), run(False)
+    for name, g, w in zip(("h_T", "a", "da", "dh0", "dR"), got, want, strict=True):
+        if name == "a":
+            continue
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12, msg=name)
+    assert_close(got[1][-1], got[0].numpy(), what="a holds the outputs")
+    assert torch.equal(want[1], a), "without consume the input is unchanged"
+    view = a.clone().transpose(0, 1).contiguous().transpose(0, 1)  # not contiguous
+    simple_rnn_scan(view.requires_grad_(), h0, R, activation, last_only=True, consume=True)
+    assert torch.equal(view, a)
+
+
+def test_scan_in_place_gradcheck() -> None:
+    torch.manual_seed(3)
+    a = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    R = (0.5 * torch.randn(3, 3, dtype=torch.float64)).requires_grad_()
+
+    def fn(a: torch.Tensor, h0: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+        return simple_rnn_scan(a * 1.0, h0, R, "tanh", last_only=True, consume=True)
+
+    assert torch.autograd.gradcheck(fn, (a, h0, R))
+
+
 @pytest.mark.parametrize("md", [1, 3])
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("k", [4, 5], ids=["even-k", "odd-k"])

@@ -8,6 +8,7 @@ Usage::
     python benchmarks/run.py                          # every implementation that imports
     python benchmarks/run.py --impl torch keras-lmu --cases A C F --steps 5
     python benchmarks/run.py --json results.json
+    python benchmarks/run.py --cases D E --rounds 3   # alternate three times, median of rounds
 
 Cases (float32, MSE loss on random targets, Adam), from the backend issues:
 
@@ -121,6 +122,42 @@ def run_case(impl: str, case: str, args: argparse.Namespace) -> dict[str, Any]:
     return json.loads(lines[-1])
 
 
+def combine_rounds(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One result per (case, impl) from several rounds of the same runs.
+
+    The median step is the median of the rounds' medians and the peak memory the largest
+    round's; ``ratios`` lists each round's keras-lmu median over this one (runs of one round
+    are minutes apart at most, so a slow spell of a shared machine shows in the spread of the
+    ratios rather than in one of them).
+    """
+    if len(rounds) == 1:
+        return rounds[0]
+    combined: list[dict[str, Any]] = []
+    for i, first in enumerate(rounds[0]):
+        runs = [rnd[i] for rnd in rounds]
+        ok = [r for r in runs if "error" not in r]
+        if not ok:
+            combined.append(first)
+            continue
+        out = dict(ok[0])
+        out["median_s"] = statistics.median(r["median_s"] for r in ok)
+        out["min_s"] = min(r["min_s"] for r in ok)
+        out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in ok)
+        out["rounds"] = len(ok)
+        ratios = []
+        for rnd in rounds:
+            base = next(
+                (r for r in rnd if r["case"] == first["case"] and r["impl"] == BASELINE), None
+            )
+            mine = rnd[i]
+            if base and "error" not in base and "error" not in mine:
+                ratios.append(base["median_s"] / mine["median_s"])
+        if ratios and first["impl"] != BASELINE:
+            out["ratios"] = ratios
+        combined.append(out)
+    return combined
+
+
 def table(results: list[dict[str, Any]]) -> str:
     """Format results with ratios to keras-lmu (time: baseline/ours, memory: ours/baseline)."""
     base = {r["case"]: r for r in results if r["impl"] == BASELINE and "error" not in r}
@@ -181,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (torch)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per case")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="run everything this many times, alternating"
+    )
     parser.add_argument("--json", type=Path, default=None, help="write results here")
     parser.add_argument(
         "--rst", type=Path, default=None, metavar="JSON", help="print a saved run as an RST table"
@@ -200,12 +240,16 @@ def main(argv: list[str] | None = None) -> int:
     impls = [name for name in impls if name not in missing]
     if BASELINE in impls:  # baseline first, so ratios can be printed as we go
         impls = [BASELINE] + [name for name in impls if name != BASELINE]
-    results = []
-    for case in args.cases:
-        for impl in impls:
-            result = run_case(impl, case, args)
-            results.append(result)
-            print(table([r for r in results if r["case"] == case]).splitlines()[-1], flush=True)
+    rounds = []
+    for _ in range(max(1, args.rounds)):
+        results: list[dict[str, Any]] = []
+        for case in args.cases:
+            for impl in impls:
+                results.append(run_case(impl, case, args))
+                line = table([r for r in results if r["case"] == case]).splitlines()[-1]
+                print(line, flush=True)
+        rounds.append(results)
+    results = combine_rounds(rounds)
     print()
     print(
         f"{platform.node()} | {platform.processor() or platform.machine()} | "
@@ -213,9 +257,17 @@ def main(argv: list[str] | None = None) -> int:
         f"{time.strftime('%Y-%m-%d')}"
     )
     print(table(results))
+    for r in results:
+        if "ratios" in r:
+            each = ", ".join(f"{x:.1f}x" for x in r["ratios"])
+            print(f"{r['case']:<7} {r['impl']:<10} speedup per round: {each}")
     if args.json:
         meta = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "device": args.device}
-        args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+        meta["rounds"] = len(rounds)
+        doc = {"meta": meta, "results": results}
+        if len(rounds) > 1:
+            doc["per_round"] = rounds
+        args.json.write_text(json.dumps(doc, indent=2))
         print(f"wrote {args.json}")
     return 0
 

@@ -212,7 +212,7 @@ def simple_rnn_scan(
     consume : bool
         With ``last_only``, the caller gives up ``a`` (used nowhere else): when it is a
         contiguous tensor of its own (not a view), the scan runs in its storage, which
-        afterwards holds the outputs, then the gradient.
+        afterwards holds the outputs.
 
     Returns
     -------

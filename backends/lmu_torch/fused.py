@@ -65,21 +65,13 @@ from typing import Any
 import torch
 from torch.autograd.function import once_differentiable
 
-from . import recurrence
-from .recurrence import SCAN_ACTIVATIONS
+from .recurrence import SCAN_ACTIVATIONS, _step_spans
 
 __all__ = ["chunk_length", "fused_recurrence", "make_plan", "plan_key"]
 
 #: Steps per chunk.  Each step's convolution over the chunk's inputs grows with it, each
 #: chunk's GEMMs shrink with it per step.
 _CHUNK = 8
-
-
-def _blocks(T: int, L: int, row_bytes: int) -> list[tuple[int, int]]:
-    """Storage blocks of whole chunks, about ``recurrence._STORE_BLOCK_BYTES`` each."""
-    steps = max(1, recurrence._STORE_BLOCK_BYTES // max(1, row_bytes))
-    size = max(L, steps // L * L)
-    return [(t0, min(T, t0 + size)) for t0 in range(0, T, size)]
 
 
 def chunk_length(T: int) -> int:
@@ -181,7 +173,7 @@ class _FusedRecurrence(torch.autograd.Function):
             W1_fold = torch.cat([W1[:, :1], W1[:, 1:] + W1[:, :1] * plan.w0], dim=1)
         # Outputs are stored with the step's product's u column in front (as f(u_t), unused),
         # so that the activation runs over one contiguous block.
-        blocks = _blocks(T, L, batch * width * xp.element_size())
+        blocks = _step_spans(T, batch * width * xp.element_size(), multiple=L)
         if keep_all:
             Hall = torch.empty(T, batch, width, dtype=dtype, device=device)
             Hs = [Hall[a:b] for a, b in blocks]
@@ -249,7 +241,7 @@ class _FusedRecurrence(torch.autograd.Function):
                 chunk += 1
                 end = plan.phi[: N + Lc, (Lc - 1) * N : Lc * N]
                 torch.mm(zbuf[:, : N + Lc], end, out=m_hats[chunk])
-        ctx.activation, ctx.keep_all, ctx.blocks, ctx.L = activation, keep_all, blocks, L
+        ctx.activation, ctx.keep_all, ctx.blocks = activation, keep_all, blocks
         ctx.plan, ctx.W1, ctx.m_hats, ctx.Us = plan, W1, m_hats, Us
         m_T = m_hats[-1].clone()
         if keep_all:
@@ -265,7 +257,8 @@ class _FusedRecurrence(torch.autograd.Function):
     def backward(ctx, d_out, d_mT):  # noqa: D102
         saved = ctx.saved_tensors
         x, Wx, h0, kh, Wm, U = saved[:6]
-        blocks, L, plan, W1, m_hats = ctx.blocks, ctx.L, ctx.plan, ctx.W1, ctx.m_hats
+        blocks, plan, W1, m_hats = ctx.blocks, ctx.plan, ctx.W1, ctx.m_hats
+        L = plan.L
         keep_all, activation = ctx.keep_all, ctx.activation
         Hs = [saved[6][a:b] for a, b in blocks] if keep_all else ctx.Hs
         batch, units = h0.shape

@@ -47,9 +47,11 @@ def _times_derivative_(g: torch.Tensor, h: torch.Tensor, activation: str) -> tor
 _STORE_BLOCK_BYTES = 4 << 20
 
 
-def _step_spans(T: int, row_bytes: int) -> list[tuple[int, int]]:
-    """``(start, stop)`` of consecutive step blocks of about :data:`_STORE_BLOCK_BYTES` each."""
+def _step_spans(T: int, row_bytes: int, multiple: int = 1) -> list[tuple[int, int]]:
+    """``(start, stop)`` of consecutive step blocks of about :data:`_STORE_BLOCK_BYTES` each,
+    each (but the last) a whole number of ``multiple`` steps."""
     size = max(1, _STORE_BLOCK_BYTES // max(1, row_bytes))
+    size = max(multiple, size // multiple * multiple)
     return [(t0, min(T, t0 + size)) for t0 in range(0, T, size)]
 
 
@@ -94,48 +96,64 @@ class _SimpleRNNScan(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dH):  # noqa: D102
         saved = ctx.saved_tensors
-        h0, R = saved[0], saved[1]
         if ctx.last_only:
             blocks = ctx.blocks
         else:
             blocks = [saved[2][t0:t1] for t0, t1 in ctx.spans]
-        T = ctx.spans[-1][1]
-        units = h0.shape[-1]
-        G = h0.new_empty(T, *h0.shape)
-        Rt = R.t()
-        if dH is None:
-            dH = torch.zeros_like(h0 if ctx.last_only else G)
-        dH = dH.contiguous()
-        g = None
-        t = T
-        for blk in reversed(blocks):
-            for i in range(blk.shape[0] - 1, -1, -1):
-                t -= 1
-                out = G[t]
-                if g is None:
-                    out.copy_(dH if ctx.last_only else dH[t])
-                elif ctx.last_only:
-                    torch.mm(g, Rt, out=out)
-                else:
-                    torch.addmm(dH[t], g, Rt, out=out)
-                g = _times_derivative_(out, blk[i], ctx.activation)
-        grad_a = G if ctx.needs_input_grad[0] else None
-        grad_h0 = G[0] @ Rt if ctx.needs_input_grad[1] else None
-        grad_R = None
-        if ctx.needs_input_grad[2]:
-            # H_prev^T G over all steps: h0^T g_1, then one GEMM per block
-            grad_R = h0.t() @ G[0]
-            t0 = 0
-            for blk in blocks:
-                n = blk.shape[0]
-                # rows t0+1 .. t0+n of G pair with this block's outputs (the next steps)
-                m = min(n, T - 1 - t0)
-                if m > 0:
-                    grad_R.addmm_(
-                        blk[:m].reshape(-1, units).t(), G[t0 + 1 : t0 + 1 + m].reshape(-1, units)
-                    )
-                t0 += n
-        return grad_a, grad_h0, grad_R, None, None
+        grads = _scan_backward(
+            blocks, saved[0], saved[1], dH, ctx.last_only, ctx.activation, ctx.needs_input_grad
+        )
+        return (*grads, None, None)
+
+
+def _scan_backward(
+    blocks: list[torch.Tensor],
+    h0: torch.Tensor,
+    R: torch.Tensor,
+    dH: torch.Tensor | None,
+    last_only: bool,
+    activation: str,
+    needs: tuple[bool, ...],
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """Gradients of the scan's ``a``, ``h0`` and ``R``, given its outputs in blocks of steps and
+    ``dL/dh_T`` (``last_only``) or ``dL/dH``."""
+    T = sum(blk.shape[0] for blk in blocks)
+    units = h0.shape[-1]
+    G = h0.new_empty(T, *h0.shape)
+    Rt = R.t()
+    if dH is None:
+        dH = torch.zeros_like(h0 if last_only else G)
+    dH = dH.contiguous()
+    g = None
+    t = T
+    for blk in reversed(blocks):
+        for i in range(blk.shape[0] - 1, -1, -1):
+            t -= 1
+            out = G[t]
+            if g is None:
+                out.copy_(dH if last_only else dH[t])
+            elif last_only:
+                torch.mm(g, Rt, out=out)
+            else:
+                torch.addmm(dH[t], g, Rt, out=out)
+            g = _times_derivative_(out, blk[i], activation)
+    grad_a = G if needs[0] else None
+    grad_h0 = G[0] @ Rt if needs[1] else None
+    grad_R = None
+    if needs[2]:
+        # H_prev^T G over all steps: h0^T g_1, then one GEMM per block
+        grad_R = h0.t() @ G[0]
+        t0 = 0
+        for blk in blocks:
+            n = blk.shape[0]
+            # rows t0+1 .. t0+n of G pair with this block's outputs (the next steps)
+            m = min(n, T - 1 - t0)
+            if m > 0:
+                grad_R.addmm_(
+                    blk[:m].reshape(-1, units).t(), G[t0 + 1 : t0 + 1 + m].reshape(-1, units)
+                )
+            t0 += n
+    return grad_a, grad_h0, grad_R
 
 
 class _SimpleRNNScanInPlace(torch.autograd.Function):
@@ -160,32 +178,10 @@ class _SimpleRNNScanInPlace(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, dH, dh):  # noqa: D102
+        # dH, of the storage output, is None: simple_rnn_scan hands out only h_T
         h0, R, H = ctx.saved_tensors
-        T, batch, units = H.shape
-        Rt = R.t()
-        G = torch.empty_like(H)
-        g = None
-        for t in range(T - 1, -1, -1):
-            out = G[t]
-            if g is not None:
-                torch.mm(g, Rt, out=out)
-                if dH is not None:
-                    out.add_(dH[t])
-            elif dH is not None:
-                out.copy_(dH[t])
-            else:
-                out.zero_()
-            if t == T - 1 and dh is not None:
-                out.add_(dh)
-            g = _times_derivative_(out, H[t], ctx.activation)
-        grad_R = None
-        if ctx.needs_input_grad[2]:  # sum of h_{t-1}^T g_t
-            grad_R = h0.t() @ G[0]
-            if T > 1:
-                rows = (T - 1) * batch
-                grad_R.addmm_(H[:-1].reshape(rows, units).t(), G[1:].reshape(rows, units))
-        grad_h0 = G[0] @ Rt if ctx.needs_input_grad[1] else None
-        return G if ctx.needs_input_grad[0] else None, grad_h0, grad_R, None
+        grads = _scan_backward([H], h0, R, dh, True, ctx.activation, ctx.needs_input_grad)
+        return (*grads, None)
 
 
 def simple_rnn_scan(

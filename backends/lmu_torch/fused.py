@@ -495,7 +495,8 @@ def fused_recurrence(
     if A.requires_grad or Bd.requires_grad:
         raise ValueError("fused_recurrence needs fixed A and B (they require a gradient here)")
     if (x is None) != (Wx is None):
-        raise ValueError("fused_recurrence takes x and Wx together (got one of them)")
+        given = "x" if x is not None else "Wx"
+        raise ValueError(f"fused_recurrence takes x and Wx together, or neither (got only {given})")
     return _FusedRecurrence.apply(
         xp, x, Wx, bc, m0, h0, A, Bd, rk, kh, Wm, U, activation, keep_all, plan
     )

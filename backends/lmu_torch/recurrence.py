@@ -342,5 +342,8 @@ def conv_projected_fft(
     the adjoint convolutions (cross-correlations), again blocked over the batch.
     """
     if (x is None) != (Wx is None):
-        raise ValueError("conv_projected_fft takes x and Wx together (got one of them)")
+        given = "x" if x is not None else "Wx"
+        raise ValueError(
+            f"conv_projected_fft takes x and Wx together, or neither (got only {given})"
+        )
     return _ConvProjectedFFT.apply(u, G, bias, nfft, x, Wx)

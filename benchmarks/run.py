@@ -73,7 +73,7 @@ def child(impl: str, case: str, steps: int, warmup: int, device: str) -> dict[st
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return {
+    result = {
         "impl": impl,
         "case": case,
         "mode": mode,
@@ -83,6 +83,11 @@ def child(impl: str, case: str, steps: int, warmup: int, device: str) -> dict[st
         "peak_rss_mb": _peak_rss_mb(),
         "rss_after_build_mb": rss_before,
     }
+    if device.startswith("cuda") and case != "stream":
+        import torch
+
+        result["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return result
 
 
 def available(impl: str) -> bool:
@@ -143,6 +148,8 @@ def combine_rounds(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
         out["median_s"] = statistics.median(r["median_s"] for r in ok)
         out["min_s"] = min(r["min_s"] for r in ok)
         out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in ok)
+        if "peak_cuda_mb" in out:
+            out["peak_cuda_mb"] = max(r["peak_cuda_mb"] for r in ok)
         out["rounds"] = len(ok)
         ratios = []
         for rnd in rounds:
@@ -161,7 +168,9 @@ def combine_rounds(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
 def table(results: list[dict[str, Any]]) -> str:
     """Format results with ratios to keras-lmu (time: baseline/ours, memory: ours/baseline)."""
     base = {r["case"]: r for r in results if r["impl"] == BASELINE and "error" not in r}
+    gpu = any("peak_cuda_mb" in r for r in results)
     head = f"{'case':<7} {'impl':<10} {'mode':<11} {'median':>10} {'peak MB':>9} "
+    head += f"{'GPU MB':>8} " if gpu else ""
     head += f"{'speedup vs keras-lmu':>21} {'memory vs keras-lmu':>20}"
     lines = [head, "-" * len(head)]
     for r in results:
@@ -173,9 +182,10 @@ def table(results: list[dict[str, Any]]) -> str:
         mem = f"{r['peak_rss_mb'] / b['peak_rss_mb']:.2f}" if b else "-"
         median = r["median_s"]
         shown = f"{median * 1e3:.2f} ms" if median < 1 else f"{median:.3f} s"
+        gpu_mb = f"{r['peak_cuda_mb']:>8.0f} " if "peak_cuda_mb" in r else f"{'-':>8} "
         lines.append(
             f"{r['case']:<7} {r['impl']:<10} {r['mode']:<11} {shown:>10} "
-            f"{r['peak_rss_mb']:>9.0f} {speed:>21} {mem:>20}"
+            f"{r['peak_rss_mb']:>9.0f} {gpu_mb if gpu else ''}{speed:>21} {mem:>20}"
         )
     return "\n".join(lines)
 

@@ -52,3 +52,15 @@ def test_one_round_is_returned_as_is_and_errors_are_skipped(run: Any) -> None:
     assert mine["median_s"] == pytest.approx(0.02)
     assert mine["rounds"] == 1
     assert mine["ratios"] == pytest.approx([50.0])
+
+
+def test_gpu_memory_is_a_column_of_its_own(run: Any) -> None:
+    rounds = [
+        [dict(_result("C", "torch", 0.002), peak_cuda_mb=300.0)],
+        [dict(_result("C", "torch", 0.003), peak_cuda_mb=500.0)],
+    ]
+    (mine,) = run.combine_rounds(rounds)
+    assert mine["peak_cuda_mb"] == 500.0
+    head, _, row = run.table([mine]).splitlines()
+    assert "GPU MB" in head and row.split()[5:7] == ["100", "500"]
+    assert "GPU MB" not in run.table([_result("C", "torch", 0.002)])

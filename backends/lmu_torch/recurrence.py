@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
+from .convolution import block_elements
+
 __all__ = ["SCAN_ACTIVATIONS", "conv_projected_fft", "simple_rnn_scan"]
 
 #: Complex elements of one batch block of the FFT product (kept cache-sized).
@@ -249,7 +251,7 @@ class _ConvProjectedFFT(torch.autograd.Function):
         Uf = torch.fft.rfft(u.transpose(1, 2), n=nfft)  # (batch, md, F)
         Gf = torch.fft.rfft(G.transpose(1, 2), n=nfft)  # (md, k, F)
         out = torch.empty(T, batch, k, dtype=u.dtype, device=u.device)
-        rows = max(1, _BLOCK_ELEMENTS // (k * Gf.shape[-1]))
+        rows = max(1, block_elements(u.device, _BLOCK_ELEMENTS) // (k * Gf.shape[-1]))
         for b0 in range(0, batch, rows):
             b1 = min(batch, b0 + rows)
             if md == 1:
@@ -287,9 +289,11 @@ class _ConvProjectedFFT(torch.autograd.Function):
                 else:
                     gUf[b0:b1] = torch.einsum("bkf,dkf->bdf", dOf, Gc)
             if need_G:
-                if md == 1:  # sum_b dOf conj(Uf), accumulated in place
+                if md == 1 and Uc.device.type == "cpu":  # sum_b dOf conj(Uf), in place
                     for i in range(b1 - b0):
                         gGf[0].addcmul_(dOf[i], Uc[b0 + i])
+                elif md == 1:  # one launch instead of one per row
+                    gGf[0] += torch.einsum("bkf,bf->kf", dOf, Uc[b0:b1])
                 else:
                     gGf += torch.einsum("bkf,bdf->dkf", dOf, Uf[b0:b1].conj())
         grad_u = torch.fft.irfft(gUf, n=nfft)[..., :T].transpose(1, 2) if need_u else None

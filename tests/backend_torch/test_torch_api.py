@@ -304,10 +304,10 @@ def test_cuda_matches_cpu(mode: str) -> None:
     out, state = layer(x)
     gpu = layer.to("cuda")
     out_gpu, state_gpu = gpu(x.cuda(), tuple(s.cuda() for s in state))
+    out_gpu.sum().backward()  # before the move back: the graph holds the CUDA weights
+    assert layer.theta_inv.grad is not None and layer.theta_inv.grad.is_cuda
     out_cpu, _ = layer.to("cpu")(x, state)
     torch.testing.assert_close(out_gpu.cpu(), out_cpu)
-    out_gpu.sum().backward()
-    assert layer.theta_inv.grad is not None
 
 
 # -- dropout ---------------------------------------------------------------------------------

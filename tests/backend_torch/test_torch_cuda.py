@@ -134,6 +134,32 @@ def test_fused_loop_on_device(T: int, monkeypatch: pytest.MonkeyPatch) -> None:
                 _on_device(tensor)
 
 
+@pytest.mark.parametrize("memory_d", [1, 2])
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_simple_rnn_over_fft_memory_on_device(memory_d: int, return_sequences: bool) -> None:
+    """Case D: the projected FFT (blocked for the device) and the scan, with CPU gradients."""
+    layer = build(
+        LMU,
+        2,
+        memory_d=memory_d,
+        order=16,
+        theta=40.0,
+        hidden_cell={"type": "simple_rnn", "units": 7},
+        input_to_hidden=True,
+        use_bias=True,
+        conv_mode="fft",
+        return_sequences=return_sequences,
+    )
+    x = np.random.default_rng(8).normal(size=(5, 90, 2))
+    expected, expected_states = reference_run(layer, x)
+    _, _, cpu_grads = _run_with_grads(layer, x, None, "cpu")
+    layer.to(DEVICE)
+    out, states, grads = _run_with_grads(layer, x, None, DEVICE)
+    assert_close(out, expected, what="output")
+    assert_states_close(states, expected_states)
+    _assert_grads_close(grads, cpu_grads)
+
+
 @pytest.mark.parametrize("mode", ["fft", "raw", "last_state", "recurrent"])
 def test_trainable_system_on_device(mode: str) -> None:
     """theta, A and B trained on the device: the same gradients as on the CPU."""

@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from lmu_torch import LMU  # noqa: E402
-from lmu_torch.convolution import conv_fft, conv_raw  # noqa: E402
+from lmu_torch.convolution import GPU_BLOCK_ELEMENTS, block_elements, conv_fft, conv_raw  # noqa: E402
 from lmu_torch_helpers import build  # noqa: E402
 from torch.func import functional_call  # noqa: E402
 
@@ -140,3 +140,11 @@ def test_gradcheck_projected_hidden(kind: str, mode: str) -> None:
         return (out, *state)
 
     assert torch.autograd.gradcheck(fn, (x, *h0, *params.values()), fast_mode=True)
+
+
+def test_blocks_are_cache_sized_on_the_cpu_only() -> None:
+    """The CPU keeps the given (cache-sized) block; other devices get GPU_BLOCK_ELEMENTS."""
+    assert block_elements(torch.device("cpu"), 5) == 5
+    meta = torch.device("meta")
+    assert block_elements(meta, 5) == GPU_BLOCK_ELEMENTS
+    assert block_elements(meta, 1 << 30) == 1 << 30

@@ -303,7 +303,8 @@ def test_cuda_matches_cpu(mode: str) -> None:
     x = torch.randn(3, 80, 2, dtype=torch.float64)
     out, state = layer(x)
     gpu = layer.to("cuda")
-    out_gpu, state_gpu = gpu(x.cuda(), tuple(s.cuda() for s in state))
+    # detached: the CPU graph of the state holds theta, which .to() has moved since
+    out_gpu, state_gpu = gpu(x.cuda(), tuple(s.detach().cuda() for s in state))
     out_gpu.sum().backward()  # before the move back: the graph holds the CUDA weights
     assert layer.theta_inv.grad is not None and layer.theta_inv.grad.is_cuda
     out_cpu, _ = layer.to("cpu")(x, state)

@@ -263,8 +263,8 @@ class _ConvProjectedFFT(torch.autograd.Function):
                 torch.add(y, bias, out=out[:, b0:b1])
             else:
                 out[:, b0:b1].copy_(y)
-            if x is not None:  # while the block is in cache
-                out[:, b0:b1] += torch.matmul(x[b0:b1].transpose(0, 1), Wx)
+            if x is not None:  # while the block is in cache; batched over its rows
+                out[:, b0:b1].transpose(0, 1).baddbmm_(x[b0:b1], Wx.expand(b1 - b0, -1, -1))
         ctx.save_for_backward(Uf, Gf, x, Wx)
         ctx.dims = (T, K, nfft, rows, bias is not None)
         return out
@@ -278,11 +278,24 @@ class _ConvProjectedFFT(torch.autograd.Function):
         need_u, need_G = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         gUf = torch.empty_like(Uf) if need_u else None
         gGf = torch.zeros_like(Gf) if need_G else None
+        # the gradients of bias, x and W_x read the output gradient block by block too
+        grad_bias = (
+            dout.new_zeros(dout.shape[-1]) if (has_bias and ctx.needs_input_grad[2]) else None
+        )
+        grad_x = x.new_empty(x.shape) if (x is not None and ctx.needs_input_grad[4]) else None
+        grad_Wx = torch.zeros_like(Wx) if (x is not None and ctx.needs_input_grad[5]) else None
         Gc = Gf.conj()
         Uc = Uf[:, 0].conj().resolve_conj() if (md == 1 and need_G) else None
         for b0 in range(0, batch, rows):
             b1 = min(batch, b0 + rows)
             dOf = torch.fft.rfft(dout[:, b0:b1].permute(1, 2, 0), n=nfft)  # (rows, k, F)
+            dT = dout[:, b0:b1].transpose(0, 1)  # (rows, T, k), still in cache
+            if grad_bias is not None:
+                grad_bias += dT.sum((0, 1))
+            if grad_x is not None:
+                torch.bmm(dT, Wx.t().expand(b1 - b0, -1, -1), out=grad_x[b0:b1])
+            if grad_Wx is not None:
+                grad_Wx += torch.bmm(x[b0:b1].transpose(1, 2), dT).sum(0)
             if need_u:
                 if md == 1:  # sum_k dOf conj(Gf), one fused reduction
                     gUf[b0:b1, 0] = torch.linalg.vecdot(Gf, dOf, dim=1)
@@ -298,14 +311,6 @@ class _ConvProjectedFFT(torch.autograd.Function):
                     gGf += torch.einsum("bkf,bdf->dkf", dOf, Uf[b0:b1].conj())
         grad_u = torch.fft.irfft(gUf, n=nfft)[..., :T].transpose(1, 2) if need_u else None
         grad_G = torch.fft.irfft(gGf, n=nfft)[..., :K].transpose(1, 2) if need_G else None
-        grad_bias = dout.sum((0, 1)) if (has_bias and ctx.needs_input_grad[2]) else None
-        grad_x = grad_Wx = None
-        if x is not None and ctx.needs_input_grad[4]:
-            grad_x = torch.matmul(dout, Wx.t()).transpose(0, 1)
-        if x is not None and ctx.needs_input_grad[5]:
-            rows = dout.shape[0] * batch
-            xt = x.transpose(0, 1).reshape(rows, -1)
-            grad_Wx = xt.t() @ dout.reshape(rows, -1)
         return grad_u, grad_G, grad_bias, None, grad_x, grad_Wx
 
 

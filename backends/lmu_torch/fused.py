@@ -276,7 +276,9 @@ class _FusedRecurrence(torch.autograd.Function):
         # one contiguous span: the correlation that gives du_t is one matrix-vector product.
         ych = torch.zeros(batch, L, width, dtype=dtype, device=device)
         yv = ych.view(batch, L * width)
-        ytf = new(L, batch, width)  # the same, time first
+        # the same, time first, for a whole storage block: the weight gradients that sum over
+        # steps are one product per block rather than one per chunk
+        yblk = new(max(b - a for a, b in blocks), batch, width)
         y_next = torch.zeros(batch, width, dtype=dtype, device=device)
         mu = d_mT.clone() if d_mT is not None else torch.zeros_like(m_hats[0])
         mu_next, mu_beta, D = new(batch, N), new(batch, L), new(L, batch, units)
@@ -337,39 +339,34 @@ class _FusedRecurrence(torch.autograd.Function):
                         g.copy_(dh)
                     g.mul_(Dk)
                     torch.addmv(base, later, gv, out=du)
-                # this chunk's share of every gradient but dL/d[r | W_m]
-                yt = ytf[:Lc]
-                yt.copy_(ych[:, :Lc].transpose(0, 1))
-                G = yt[:, :, 1:]
-                rows = Lc * batch
-                if S is not None:
+                yblk[t0 - a : t0 - a + Lc].copy_(ych[:, :Lc].transpose(0, 1))
+                if S is not None:  # this chunk's share of dL/d[r | W_m]
                     zbuf[:, :N] = m_hats[chunk]
                     zbuf[:, N : N + Lc] = ctx.Us[j][t0 - a : t0 - a + Lc].t()
                     S[: N + Lc, : Lc * width].addmm_(zbuf[:, : N + Lc].t(), yv[:, : Lc * width])
-                if grad_W1 is not None:  # the sum of h_{t-1}^T y_t
-                    if t0 == 0:
-                        grad_W1.addmm_(h0.t(), yt[0])
-                    elif t0 == a:
-                        grad_W1.addmm_(Hs[j - 1][-1].t(), yt[0])
-                    else:
-                        grad_W1.addmm_(H_blk[t0 - a - 1].t(), yt[0])
-                    if Lc > 1:
-                        prev = H_blk[t0 - a : t0 - a + Lc - 1].reshape(rows - batch, units)
-                        grad_W1.addmm_(prev.t(), yt[1:].reshape(rows - batch, width))
-                if grad_xp is not None:
-                    grad_xp[t0 : t0 + Lc] = yt[:, :, :1]
-                if grad_x is not None:
-                    torch.matmul(G, Wx, out=grad_x[t0 : t0 + Lc])
-                if grad_Wx is not None:
-                    xs = x[t0 : t0 + Lc].reshape(rows, -1)
-                    grad_Wx.addmm_(G.reshape(rows, units).t(), xs)
-                if grad_bc is not None:
-                    grad_bc += G.sum((0, 1))
                 y_next.copy_(ych[:, 0])
                 last = plan.phi[:N, (Lc - 1) * N : Lc * N]
                 torch.mm(mu, last.t(), out=mu_next)
                 mu_next.addmm_(yv[:, : Lc * width], plan.F[:, : Lc * width].t())
                 mu, mu_next = mu_next, mu
+            # the block's share of the other gradients
+            steps = b - a
+            yt = yblk[:steps]
+            G = yt[:, :, 1:]
+            rows = steps * batch
+            if grad_W1 is not None:  # the sum of h_{t-1}^T y_t
+                grad_W1.addmm_((h0 if j == 0 else Hs[j - 1][-1]).t(), yt[0])
+                if steps > 1:
+                    prev = H_blk[: steps - 1].reshape(rows - batch, units)
+                    grad_W1.addmm_(prev.t(), yt[1:].reshape(rows - batch, width))
+            if grad_xp is not None:
+                grad_xp[a:b] = yt[:, :, :1]
+            if grad_x is not None:
+                torch.matmul(G, Wx, out=grad_x[a:b])
+            if grad_Wx is not None:
+                grad_Wx.addmm_(G.reshape(rows, units).t(), x[a:b].reshape(rows, -1))
+            if grad_bc is not None:
+                grad_bc += G.sum((0, 1))
         grad_m0 = mu if needs[4] else None
         grad_h0 = None
         if needs[5]:

@@ -60,6 +60,8 @@ chunks, one GEMM each, and contracts ``S`` with ``\phi`` once at the end
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -67,7 +69,14 @@ from torch.autograd.function import once_differentiable
 
 from .recurrence import SCAN_ACTIVATIONS, _step_spans
 
-__all__ = ["chunk_length", "fused_recurrence", "make_plan", "plan_key"]
+__all__ = [
+    "MAX_PARTS",
+    "MIN_PART_ROWS",
+    "chunk_length",
+    "fused_recurrence",
+    "make_plan",
+    "plan_key",
+]
 
 #: Steps per chunk.  Each step's convolution over the chunk's inputs grows with it, each
 #: chunk's GEMMs shrink with it per step.
@@ -149,15 +158,316 @@ def _derivative(H: torch.Tensor, out: torch.Tensor, activation: str) -> torch.Te
     return out.copy_(H > 0)
 
 
+#: The loop runs as up to this many independent parts of the batch, each in a thread of its
+#: own with its share of torch's intra-op threads (CPU only, at least :data:`MIN_PART_ROWS`
+#: rows each).  A step's products are too small to split well over several cores: every
+#: product waits for all of them, so one core taken by another process stalls the whole loop
+#: (on the 2-core benchmark machine, with one core kept busy: 2.4 s against 0.8 s in parts).
+#: While the loop runs, torch's intra-op thread count is set to that share.  1 runs the loop
+#: in the calling thread.
+MAX_PARTS = 2
+#: Fewest batch rows per part (see :data:`MAX_PARTS`).
+MIN_PART_ROWS = 16
+_PARTS_LOCK = threading.Lock()
+
+
+def _batch_parts(batch: int, device: torch.device) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the batch rows of each part the loop runs as."""
+    count = 1
+    if device.type == "cpu":
+        count = max(1, min(MAX_PARTS, torch.get_num_threads(), batch // MIN_PART_ROWS))
+    size = -(-batch // count)
+    return [(b, min(batch, b + size)) for b in range(0, batch, size)]
+
+
+def _in_parts(fn: Callable[[int], Any], count: int) -> list[Any]:
+    """``[fn(0), .. fn(count - 1)]``, one thread each, torch's intra-op threads shared out.
+
+    Without autograd (as inside an autograd function) in every thread; the first exception
+    is raised here once all have finished, and the thread count is restored in any case.
+    """
+    if count == 1:
+        return [fn(0)]
+    results: list[Any] = [None] * count
+    errors: list[BaseException] = []
+    with _PARTS_LOCK:
+        threads_before = torch.get_num_threads()
+        share = max(1, threads_before // count)
+
+        def work(i: int) -> None:
+            try:
+                torch.set_num_threads(share)
+                with torch.no_grad():
+                    results[i] = fn(i)
+            except BaseException as err:  # noqa: BLE001 (raised in the calling thread)
+                errors.append(err)
+
+        workers = [threading.Thread(target=work, args=(i,)) for i in range(1, count)]
+        try:
+            for worker in workers:
+                worker.start()
+            work(0)
+        finally:
+            for worker in workers:
+                worker.join()
+            torch.set_num_threads(threads_before)
+    if errors:
+        raise errors[0]
+    return results
+
+
+class _Part:
+    """What the backward pass needs of one part's forward loop."""
+
+    def __init__(
+        self,
+        blocks: list[tuple[int, int]],
+        Hs: list[torch.Tensor],
+        Us: list[torch.Tensor],
+        m_hats: torch.Tensor,
+        h: torch.Tensor,
+    ) -> None:
+        self.blocks, self.Hs, self.Us, self.m_hats, self.h = blocks, Hs, Us, m_hats, h
+
+
+def _forward_part(
+    xp: torch.Tensor,
+    x: torch.Tensor | None,
+    Wx: torch.Tensor | None,
+    bc: torch.Tensor | None,
+    m0: torch.Tensor,
+    h0: torch.Tensor,
+    plan: _Plan,
+    W1_fold: torch.Tensor | None,
+    activation: str,
+    Hall: torch.Tensor | None,
+) -> _Part:
+    """The forward loop over some rows of the batch; outputs into ``Hall`` when given."""
+    T, batch, _ = xp.shape
+    N, L = plan.phi.shape[1] // plan.L, plan.L
+    width = plan.F.shape[1] // L
+    units = width - 1
+    dtype, device = xp.dtype, xp.device
+    # Outputs are stored with the step's product's u column in front (as f(u_t), unused),
+    # so that the activation runs over one contiguous block.
+    blocks = _step_spans(T, batch * width * xp.element_size(), multiple=L)
+    if Hall is not None:
+        Hs = [Hall[a:b] for a, b in blocks]
+    else:
+        Hs = [torch.empty(b - a, batch, width, dtype=dtype, device=device) for a, b in blocks]
+    Us = [torch.empty(b - a, batch, dtype=dtype, device=device) for a, b in blocks]
+    n_chunks = sum(-(-(b - a) // L) for a, b in blocks)
+    m_hats = torch.empty(n_chunks + 1, batch, N, dtype=dtype, device=device)
+    m_hats[0] = m0
+    zbuf = torch.empty(batch, N + L, dtype=dtype, device=device)  # [m_hat | chunk's u]
+    ebuf = torch.empty(batch * L * width, dtype=dtype, device=device)
+    s = torch.empty(batch, width, dtype=dtype, device=device)  # [u_t | pre-activation]
+    cbuf = torch.empty(L * batch * units, dtype=dtype, device=device)
+    s0 = s[:, 0]
+    views: dict[int, Any] = {}  # per chunk length: the step loop's views of the buffers
+
+    def step_views(Lc: int) -> Any:
+        if Lc not in views:
+            E = ebuf[: batch * Lc * width].view(batch, Lc * width)
+            uc = zbuf[:, N : N + Lc]
+            views[Lc] = (
+                E,
+                E.view(batch, Lc, width).unbind(1),
+                uc,
+                [uc[:, :k] for k in range(Lc)],
+                uc.unbind(1),
+                [plan.g_fold[L - 1 - k :] for k in range(Lc)],
+            )
+        return views[Lc]
+
+    h = h0
+    chunk = 0
+    for (a, b), H_blk, U_blk in zip(blocks, Hs, Us, strict=True):
+        H_rows = H_blk.unbind(0)
+        for t0 in range(a, b, L):
+            Lc = min(L, b - t0)
+            m_hat = m_hats[chunk]
+            zbuf[:, :N] = m_hat
+            E, E_rows, uc, u_done, u_cols, g_rows = step_views(Lc)
+            torch.mm(m_hat, plan.F_fold[:, : Lc * width], out=E)
+            E = E.view(batch, Lc, width)
+            xc = xp[t0 : t0 + Lc, :, 0].t()
+            E[:, :, 0] += xc
+            Ec = E[:, :, 1:].addcmul_(xc[:, :, None], plan.w0)
+            if x is not None:  # the cell's input from x, c_t = x_t W_x^T + b
+                assert Wx is not None
+                cc = cbuf[: Lc * batch * units].view(Lc * batch, units)
+                xs = x[t0 : t0 + Lc].reshape(Lc * batch, -1)
+                if bc is not None:
+                    torch.addmm(bc, xs, Wx.t(), out=cc)
+                else:
+                    torch.mm(xs, Wx.t(), out=cc)
+                Ec.add_(cc.view(Lc, batch, units).transpose(0, 1))
+            elif bc is not None:
+                Ec.add_(bc)
+            for k in range(Lc):
+                if W1_fold is not None:
+                    torch.addmm(E_rows[k], h, W1_fold, out=s)
+                else:
+                    s.copy_(E_rows[k])
+                if k:
+                    s.addmm_(u_done[k], g_rows[k])
+                u_cols[k].copy_(s0)
+                h = _activate(s, H_rows[t0 - a + k], activation)[:, 1:]
+            U_blk[t0 - a : t0 - a + Lc] = uc.t()
+            chunk += 1
+            end = plan.phi[: N + Lc, (Lc - 1) * N : Lc * N]
+            torch.mm(zbuf[:, : N + Lc], end, out=m_hats[chunk])
+    return _Part(blocks, Hs, Us, m_hats, h)
+
+
+def _backward_part(
+    part: _Part,
+    Hs: list[torch.Tensor],
+    plan: _Plan,
+    W1: torch.Tensor | None,
+    x: torch.Tensor | None,
+    Wx: torch.Tensor | None,
+    h0: torch.Tensor,
+    d_out: torch.Tensor | None,
+    d_mT: torch.Tensor | None,
+    keep_all: bool,
+    activation: str,
+    needs: tuple[bool, ...],
+    grad_xp: torch.Tensor | None,
+    grad_x: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, Any, Any, Any, Any]:
+    """The backward loop over some rows of the batch.
+
+    Writes the gradients of ``xp`` and ``x`` (these rows) into ``grad_xp`` and ``grad_x``;
+    returns ``(mu, y_0, S, grad_W1, grad_Wx, grad_bc)``: the carry into ``m0``, ``y`` of the
+    first step, and these rows' shares of the sums over the batch (None where not needed).
+    """
+    blocks, m_hats, L = part.blocks, part.m_hats, plan.L
+    batch, units = h0.shape
+    N = m_hats.shape[-1]
+    width = units + 1
+    T = blocks[-1][1]
+    dtype, device = h0.dtype, h0.device
+
+    def new(*shape: int) -> torch.Tensor:
+        return torch.empty(*shape, dtype=dtype, device=device)
+
+    W1T = None if W1 is None else W1.t()
+    # The chunk's y = [du_t | g_t], batch first, so that one batch row's later steps are
+    # one contiguous span: the correlation that gives du_t is one matrix-vector product.
+    ych = torch.zeros(batch, L, width, dtype=dtype, device=device)
+    yv = ych.view(batch, L * width)
+    # the same, time first, for a whole storage block: the weight gradients that sum over
+    # steps are one product per block rather than one per chunk
+    yblk = new(max(b - a for a, b in blocks), batch, width)
+    y_next = torch.zeros(batch, width, dtype=dtype, device=device)
+    mu = d_mT.clone() if d_mT is not None else torch.zeros_like(m_hats[0])
+    mu_next, mu_beta, D = new(batch, N), new(batch, L), new(L, batch, units)
+    want_q = needs[8] or needs[10]
+    want_w1 = W1 is not None and (needs[9] or needs[11])
+    # sum over chunks of [m_hat | u]^T y: the chunk's memories are [m_hat | u] phi, so
+    # this is all dL/d[r | W_m] needs (see _memory_weight_gradient)
+    S = torch.zeros(N + L, L * width, dtype=dtype, device=device) if want_q else None
+    zbuf = new(batch, N + L)
+    grad_W1 = torch.zeros(units, width, dtype=dtype, device=device) if want_w1 else None
+    grad_Wx = torch.zeros_like(Wx) if (Wx is not None and needs[2]) else None
+    grad_bc = torch.zeros(units, dtype=dtype, device=device) if needs[3] else None
+    views: dict[int, Any] = {}  # per chunk length: the step loop's views of the buffers
+
+    def step_views(Lc: int) -> Any:
+        if Lc not in views:
+            rows = ych.unbind(1)
+            views[Lc] = [
+                (
+                    rows[k + 1] if k + 1 < Lc else y_next,
+                    rows[k][:, 1:],
+                    D[k],
+                    mu_beta[:, k],
+                    yv[:, k * width + 1 : Lc * width],
+                    plan.g[1 : (Lc - k) * width],
+                    rows[k][:, 0],
+                )
+                for k in range(Lc)
+            ]
+        return views[Lc]
+
+    d_rows = d_out.unbind(0) if (keep_all and d_out is not None) else None
+    chunk = m_hats.shape[0] - 1
+    for j in range(len(blocks) - 1, -1, -1):
+        (a, b), H_blk = blocks[j], Hs[j]
+        for t0 in reversed(range(a, b, L)):
+            chunk -= 1
+            Lc = min(L, b - t0)
+            torch.mm(mu, plan.kT[:, L - Lc :], out=mu_beta[:, :Lc])
+            _derivative(H_blk[t0 - a : t0 - a + Lc], D[:Lc], activation)
+            ych.zero_()
+            for k, (yn, g, Dk, base, later, gv, du) in reversed(list(enumerate(step_views(Lc)))):
+                t = t0 + k
+                if d_rows is not None:
+                    dh = d_rows[t]
+                else:
+                    dh = d_out if (t == T - 1 and d_out is not None) else None
+                if W1T is not None:
+                    if dh is None:
+                        torch.mm(yn, W1T, out=g)
+                    else:
+                        torch.addmm(dh, yn, W1T, out=g)
+                elif dh is not None:
+                    g.copy_(dh)
+                g.mul_(Dk)
+                torch.addmv(base, later, gv, out=du)
+            yblk[t0 - a : t0 - a + Lc].copy_(ych[:, :Lc].transpose(0, 1))
+            if S is not None:  # this chunk's share of dL/d[r | W_m]
+                zbuf[:, :N] = m_hats[chunk]
+                zbuf[:, N : N + Lc] = part.Us[j][t0 - a : t0 - a + Lc].t()
+                S[: N + Lc, : Lc * width].addmm_(zbuf[:, : N + Lc].t(), yv[:, : Lc * width])
+            y_next.copy_(ych[:, 0])
+            last = plan.phi[:N, (Lc - 1) * N : Lc * N]
+            torch.mm(mu, last.t(), out=mu_next)
+            mu_next.addmm_(yv[:, : Lc * width], plan.F[:, : Lc * width].t())
+            mu, mu_next = mu_next, mu
+        # the block's share of the other gradients
+        steps = b - a
+        yt = yblk[:steps]
+        G = yt[:, :, 1:]
+        rows = steps * batch
+        if grad_W1 is not None:  # the sum of h_{t-1}^T y_t
+            grad_W1.addmm_((h0 if j == 0 else Hs[j - 1][-1]).t(), yt[0])
+            if steps > 1:
+                prev = H_blk[: steps - 1].reshape(rows - batch, units)
+                grad_W1.addmm_(prev.t(), yt[1:].reshape(rows - batch, width))
+        if grad_xp is not None:
+            grad_xp[a:b] = yt[:, :, :1]
+        if grad_x is not None:
+            assert Wx is not None
+            grad_x[a:b] = torch.matmul(G, Wx)
+        if grad_Wx is not None:
+            assert x is not None
+            grad_Wx.addmm_(G.reshape(rows, units).t(), x[a:b].reshape(rows, -1))
+        if grad_bc is not None:
+            grad_bc += G.sum((0, 1))
+    return mu, y_next, S, grad_W1, grad_Wx, grad_bc
+
+
+def _total(values: list[Any]) -> Any:
+    """The sum of the parts' shares (None where there are none)."""
+    if values[0] is None:
+        return None
+    total = values[0]
+    for v in values[1:]:
+        total += v
+    return total
+
+
 class _FusedRecurrence(torch.autograd.Function):
     """Autograd function behind :func:`fused_recurrence`."""
 
     @staticmethod
     def forward(ctx, xp, x, Wx, bc, m0, h0, A, Bd, rk, kh, Wm, U, activation, keep_all, plan):  # noqa: D102
         T, batch, _ = xp.shape
-        N, units = Wm.shape
+        units = Wm.shape[1]
         width = units + 1
-        dtype, device = xp.dtype, xp.device
         L = chunk_length(T)
         if plan is None or plan.L != L:
             plan = _Plan(A, Bd, rk, Wm, L)
@@ -171,206 +481,82 @@ class _FusedRecurrence(torch.autograd.Function):
             if U is not None:
                 W1[:, 1:] = U
             W1_fold = torch.cat([W1[:, :1], W1[:, 1:] + W1[:, :1] * plan.w0], dim=1)
-        # Outputs are stored with the step's product's u column in front (as f(u_t), unused),
-        # so that the activation runs over one contiguous block.
-        blocks = _step_spans(T, batch * width * xp.element_size(), multiple=L)
-        if keep_all:
-            Hall = torch.empty(T, batch, width, dtype=dtype, device=device)
-            Hs = [Hall[a:b] for a, b in blocks]
-        else:
-            Hs = [torch.empty(b - a, batch, width, dtype=dtype, device=device) for a, b in blocks]
-        Us = [torch.empty(b - a, batch, dtype=dtype, device=device) for a, b in blocks]
-        n_chunks = sum(-(-(b - a) // L) for a, b in blocks)
-        m_hats = torch.empty(n_chunks + 1, batch, N, dtype=dtype, device=device)
-        m_hats[0] = m0
-        zbuf = torch.empty(batch, N + L, dtype=dtype, device=device)  # [m_hat | chunk's u]
-        ebuf = torch.empty(batch * L * width, dtype=dtype, device=device)
-        s = torch.empty(batch, width, dtype=dtype, device=device)  # [u_t | pre-activation]
-        cbuf = torch.empty(L * batch * units, dtype=dtype, device=device)
-        s0 = s[:, 0]
-        views: dict[int, Any] = {}  # per chunk length: the step loop's views of the buffers
+        Hall = torch.empty(T, batch, width, dtype=xp.dtype, device=xp.device) if keep_all else None
+        spans = _batch_parts(batch, xp.device)
 
-        def step_views(Lc: int) -> Any:
-            if Lc not in views:
-                E = ebuf[: batch * Lc * width].view(batch, Lc * width)
-                uc = zbuf[:, N : N + Lc]
-                views[Lc] = (
-                    E,
-                    E.view(batch, Lc, width).unbind(1),
-                    uc,
-                    [uc[:, :k] for k in range(Lc)],
-                    uc.unbind(1),
-                    [plan.g_fold[L - 1 - k :] for k in range(Lc)],
-                )
-            return views[Lc]
+        def run(i: int) -> _Part:
+            b0, b1 = spans[i]
+            return _forward_part(
+                xp[:, b0:b1],
+                None if x is None else x[:, b0:b1],
+                Wx,
+                bc,
+                m0[b0:b1],
+                h0[b0:b1],
+                plan,
+                W1_fold,
+                activation,
+                None if Hall is None else Hall[:, b0:b1],
+            )
 
-        h = h0
-        chunk = 0
-        for (a, b), H_blk, U_blk in zip(blocks, Hs, Us, strict=True):
-            H_rows = H_blk.unbind(0)
-            for t0 in range(a, b, L):
-                Lc = min(L, b - t0)
-                m_hat = m_hats[chunk]
-                zbuf[:, :N] = m_hat
-                E, E_rows, uc, u_done, u_cols, g_rows = step_views(Lc)
-                torch.mm(m_hat, plan.F_fold[:, : Lc * width], out=E)
-                E = E.view(batch, Lc, width)
-                xc = xp[t0 : t0 + Lc, :, 0].t()
-                E[:, :, 0] += xc
-                Ec = E[:, :, 1:].addcmul_(xc[:, :, None], plan.w0)
-                if x is not None:  # the cell's input from x, c_t = x_t W_x^T + b
-                    cc = cbuf[: Lc * batch * units].view(Lc * batch, units)
-                    xs = x[t0 : t0 + Lc].reshape(Lc * batch, -1)
-                    if bc is not None:
-                        torch.addmm(bc, xs, Wx.t(), out=cc)
-                    else:
-                        torch.mm(xs, Wx.t(), out=cc)
-                    Ec.add_(cc.view(Lc, batch, units).transpose(0, 1))
-                elif bc is not None:
-                    Ec.add_(bc)
-                for k in range(Lc):
-                    if W1_fold is not None:
-                        torch.addmm(E_rows[k], h, W1_fold, out=s)
-                    else:
-                        s.copy_(E_rows[k])
-                    if k:
-                        s.addmm_(u_done[k], g_rows[k])
-                    u_cols[k].copy_(s0)
-                    h = _activate(s, H_rows[t0 - a + k], activation)[:, 1:]
-                U_blk[t0 - a : t0 - a + Lc] = uc.t()
-                chunk += 1
-                end = plan.phi[: N + Lc, (Lc - 1) * N : Lc * N]
-                torch.mm(zbuf[:, : N + Lc], end, out=m_hats[chunk])
-        ctx.activation, ctx.keep_all, ctx.blocks = activation, keep_all, blocks
-        ctx.plan, ctx.W1, ctx.m_hats, ctx.Us = plan, W1, m_hats, Us
-        m_T = m_hats[-1].clone()
-        if keep_all:
+        parts = _in_parts(run, len(spans))
+        ctx.activation, ctx.keep_all, ctx.plan, ctx.W1 = activation, keep_all, plan, W1
+        ctx.spans, ctx.parts = spans, parts
+        m_T = torch.cat([p.m_hats[-1] for p in parts])
+        if Hall is not None:
             out = Hall[:, :, 1:]
             ctx.save_for_backward(x, Wx, h0, kh, Wm, U, out)
             return out, m_T
-        ctx.Hs = [H_blk[:, :, 1:] for H_blk in Hs]
+        for p in parts:  # the stored outputs without the u column
+            p.Hs = [H_blk[:, :, 1:] for H_blk in p.Hs]
         ctx.save_for_backward(x, Wx, h0, kh, Wm, U)
-        return h.clone(), m_T
+        return torch.cat([p.h for p in parts]), m_T
 
     @staticmethod
     @once_differentiable
     def backward(ctx, d_out, d_mT):  # noqa: D102
         saved = ctx.saved_tensors
         x, Wx, h0, kh, Wm, U = saved[:6]
-        blocks, plan, W1, m_hats = ctx.blocks, ctx.plan, ctx.W1, ctx.m_hats
-        L = plan.L
-        keep_all, activation = ctx.keep_all, ctx.activation
-        Hs = [saved[6][a:b] for a, b in blocks] if keep_all else ctx.Hs
-        batch, units = h0.shape
-        N = Wm.shape[0]
-        width = units + 1
-        T = blocks[-1][1]
+        plan, W1, keep_all, spans = ctx.plan, ctx.W1, ctx.keep_all, ctx.spans
+        batch = h0.shape[0]
+        N, L = Wm.shape[0], plan.L
+        T = ctx.parts[0].blocks[-1][1]
         dtype, device = h0.dtype, h0.device
         needs = ctx.needs_input_grad
+        grad_xp = torch.empty(T, batch, 1, dtype=dtype, device=device) if needs[0] else None
+        grad_x = x.new_empty(x.shape) if needs[1] else None
 
-        def new(*shape: int) -> torch.Tensor:
-            return torch.empty(*shape, dtype=dtype, device=device)
+        def run(i: int) -> Any:
+            (b0, b1), part = spans[i], ctx.parts[i]
+            if keep_all:
+                Hs = [saved[6][a:b, b0:b1] for a, b in part.blocks]
+                d = None if d_out is None else d_out[:, b0:b1]
+            else:
+                Hs, d = part.Hs, None if d_out is None else d_out[b0:b1]
+            return _backward_part(
+                part,
+                Hs,
+                plan,
+                W1,
+                None if x is None else x[:, b0:b1],
+                Wx,
+                h0[b0:b1],
+                d,
+                None if d_mT is None else d_mT[b0:b1],
+                keep_all,
+                ctx.activation,
+                needs,
+                None if grad_xp is None else grad_xp[:, b0:b1],
+                None if grad_x is None else grad_x[:, b0:b1],
+            )
 
-        W1T = None if W1 is None else W1.t()
-        # The chunk's y = [du_t | g_t], batch first, so that one batch row's later steps are
-        # one contiguous span: the correlation that gives du_t is one matrix-vector product.
-        ych = torch.zeros(batch, L, width, dtype=dtype, device=device)
-        yv = ych.view(batch, L * width)
-        # the same, time first, for a whole storage block: the weight gradients that sum over
-        # steps are one product per block rather than one per chunk
-        yblk = new(max(b - a for a, b in blocks), batch, width)
-        y_next = torch.zeros(batch, width, dtype=dtype, device=device)
-        mu = d_mT.clone() if d_mT is not None else torch.zeros_like(m_hats[0])
-        mu_next, mu_beta, D = new(batch, N), new(batch, L), new(L, batch, units)
-        want_q = needs[8] or needs[10]
-        want_w1 = (needs[9] and kh is not None) or (needs[11] and U is not None)
-        # sum over chunks of [m_hat | u]^T y: the chunk's memories are [m_hat | u] phi, so
-        # this is all dL/d[r | W_m] needs (see _memory_weight_gradient)
-        S = Wm.new_zeros(N + L, L * width) if want_q else None
-        zbuf = new(batch, N + L)
-        grad_W1 = Wm.new_zeros(units, width) if want_w1 else None
-        grad_xp = new(T, batch, 1) if needs[0] else None
-        grad_x = torch.empty_like(x) if needs[1] else None
-        grad_Wx = torch.zeros_like(Wx) if needs[2] else None
-        grad_bc = torch.zeros(units, dtype=dtype, device=device) if needs[3] else None
-        views: dict[int, Any] = {}  # per chunk length: the step loop's views of the buffers
-
-        def step_views(Lc: int) -> Any:
-            if Lc not in views:
-                rows = ych.unbind(1)
-                views[Lc] = [
-                    (
-                        rows[k + 1] if k + 1 < Lc else y_next,
-                        rows[k][:, 1:],
-                        D[k],
-                        mu_beta[:, k],
-                        yv[:, k * width + 1 : Lc * width],
-                        plan.g[1 : (Lc - k) * width],
-                        rows[k][:, 0],
-                    )
-                    for k in range(Lc)
-                ]
-            return views[Lc]
-
-        d_rows = d_out.unbind(0) if (keep_all and d_out is not None) else None
-        chunk = m_hats.shape[0] - 1
-        for j in range(len(blocks) - 1, -1, -1):
-            (a, b), H_blk = blocks[j], Hs[j]
-            for t0 in reversed(range(a, b, L)):
-                chunk -= 1
-                Lc = min(L, b - t0)
-                torch.mm(mu, plan.kT[:, L - Lc :], out=mu_beta[:, :Lc])
-                _derivative(H_blk[t0 - a : t0 - a + Lc], D[:Lc], activation)
-                ych.zero_()
-                for k, (yn, g, Dk, base, later, gv, du) in reversed(
-                    list(enumerate(step_views(Lc)))
-                ):
-                    t = t0 + k
-                    if d_rows is not None:
-                        dh = d_rows[t]
-                    else:
-                        dh = d_out if (t == T - 1 and d_out is not None) else None
-                    if W1T is not None:
-                        if dh is None:
-                            torch.mm(yn, W1T, out=g)
-                        else:
-                            torch.addmm(dh, yn, W1T, out=g)
-                    elif dh is not None:
-                        g.copy_(dh)
-                    g.mul_(Dk)
-                    torch.addmv(base, later, gv, out=du)
-                yblk[t0 - a : t0 - a + Lc].copy_(ych[:, :Lc].transpose(0, 1))
-                if S is not None:  # this chunk's share of dL/d[r | W_m]
-                    zbuf[:, :N] = m_hats[chunk]
-                    zbuf[:, N : N + Lc] = ctx.Us[j][t0 - a : t0 - a + Lc].t()
-                    S[: N + Lc, : Lc * width].addmm_(zbuf[:, : N + Lc].t(), yv[:, : Lc * width])
-                y_next.copy_(ych[:, 0])
-                last = plan.phi[:N, (Lc - 1) * N : Lc * N]
-                torch.mm(mu, last.t(), out=mu_next)
-                mu_next.addmm_(yv[:, : Lc * width], plan.F[:, : Lc * width].t())
-                mu, mu_next = mu_next, mu
-            # the block's share of the other gradients
-            steps = b - a
-            yt = yblk[:steps]
-            G = yt[:, :, 1:]
-            rows = steps * batch
-            if grad_W1 is not None:  # the sum of h_{t-1}^T y_t
-                grad_W1.addmm_((h0 if j == 0 else Hs[j - 1][-1]).t(), yt[0])
-                if steps > 1:
-                    prev = H_blk[: steps - 1].reshape(rows - batch, units)
-                    grad_W1.addmm_(prev.t(), yt[1:].reshape(rows - batch, width))
-            if grad_xp is not None:
-                grad_xp[a:b] = yt[:, :, :1]
-            if grad_x is not None:
-                torch.matmul(G, Wx, out=grad_x[a:b])
-            if grad_Wx is not None:
-                grad_Wx.addmm_(G.reshape(rows, units).t(), x[a:b].reshape(rows, -1))
-            if grad_bc is not None:
-                grad_bc += G.sum((0, 1))
-        grad_m0 = mu if needs[4] else None
+        shares = _in_parts(run, len(spans))
+        grad_m0 = torch.cat([s[0] for s in shares]) if needs[4] else None
         grad_h0 = None
         if needs[5]:
-            grad_h0 = y_next @ W1T if W1T is not None else torch.zeros_like(h0)
+            y0 = torch.cat([s[1] for s in shares])
+            grad_h0 = y0 @ W1.t() if W1 is not None else torch.zeros_like(h0)
+        S, grad_W1, grad_Wx, grad_bc = (_total([s[i] for s in shares]) for i in range(2, 6))
         grad_rk = grad_Wm = None
         if S is not None:
             grad_rk, grad_Wm = _memory_weight_gradient(S, plan.phi, N, L)

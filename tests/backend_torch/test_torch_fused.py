@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 from typing import Any
 
 import numpy as np
@@ -48,7 +49,31 @@ FLAGS = list(itertools.product([False, True], repeat=4))
 INPUTS = [(True, True), (False, True), (True, False), (False, False)]
 
 
+@pytest.fixture
+def two_threads() -> Any:
+    """At least two intra-op threads (the loop splits the batch into at most that many parts)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(2, before))
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def part_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of parts of each forward and backward loop (so a split cannot go untested)."""
+    calls: list[int] = []
+    real = fused._in_parts
+
+    def spy(fn: Any, count: int) -> Any:
+        calls.append(count)
+        return real(fn, count)
+
+    monkeypatch.setattr(fused, "_in_parts", spy)
+    return calls
+
+
 @pytest.mark.parametrize("chunk", [1, 3, 16], ids=["chunk1", "chunk3", "chunk16"])
+@pytest.mark.parametrize("parts", [1, 2], ids=["1-part", "2-parts"])
 @pytest.mark.parametrize("block_bytes", [1, 400, 1 << 22], ids=["1-step", "2-steps", "1-block"])
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
 @pytest.mark.parametrize(
@@ -56,6 +81,9 @@ INPUTS = [(True, True), (False, True), (True, False), (False, False)]
 )
 def test_forward_and_every_gradient_match_autograd(
     monkeypatch: pytest.MonkeyPatch,
+    two_threads: None,
+    part_calls: list[int],
+    parts: int,
     chunk: int,
     block_bytes: int,
     activation: str,
@@ -66,6 +94,8 @@ def test_forward_and_every_gradient_match_autograd(
 ) -> None:
     monkeypatch.setattr(recurrence, "_STORE_BLOCK_BYTES", block_bytes)
     monkeypatch.setattr(fused, "_CHUNK", chunk)
+    monkeypatch.setattr(fused, "MAX_PARTS", parts)
+    monkeypatch.setattr(fused, "MIN_PART_ROWS", 1)
     seed = int(rk) + 2 * kh + 4 * U + 8 * keep_all
     gen = torch.Generator().manual_seed(seed)
     with_x, with_bias = INPUTS[(seed + chunk) % 4]
@@ -115,9 +145,15 @@ def test_forward_and_every_gradient_match_autograd(
         g = torch.zeros_like(leaf) if g is None else g
         e = torch.zeros_like(leaf) if e is None else e
         torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10, msg=f"gradient of {name}")
+    assert part_calls == [parts, parts], "forward and backward, each in that many parts"
 
 
-def test_gradcheck_through_the_function() -> None:
+@pytest.mark.parametrize("parts", [1, 2], ids=["1-part", "2-parts"])
+def test_gradcheck_through_the_function(
+    monkeypatch: pytest.MonkeyPatch, two_threads: None, parts: int
+) -> None:
+    monkeypatch.setattr(fused, "MAX_PARTS", parts)
+    monkeypatch.setattr(fused, "MIN_PART_ROWS", 1)
     gen = torch.Generator().manual_seed(3)
     T, batch, N, units = 5, 2, 4, 3
 
@@ -349,3 +385,41 @@ def test_single_steps_take_the_plain_loop(fused_calls: list[int]) -> None:
     assert_close(out, reference_run(layer, x.numpy())[0], what="one step")
     layer(torch.cat([x, x], dim=1))
     assert fused_calls
+
+
+def test_parts_restore_the_thread_count_and_raise_a_worker_error(
+    monkeypatch: pytest.MonkeyPatch, two_threads: None
+) -> None:
+    """The batch parts run in threads; afterwards torch's thread count is what it was."""
+    threads = torch.get_num_threads()
+    layer = _layer(LAYER_CASES[0], seed=11)
+    x = torch.randn(40, 12, 2, dtype=F64, generator=torch.Generator().manual_seed(11))
+    assert len(fused._batch_parts(40, x.device)) == 2
+    out, _ = layer(x)
+    assert torch.get_num_threads() == threads
+    assert_close(out, reference_run(layer, x.numpy())[0], what="two parts")
+    out.pow(2).sum().backward()
+    assert torch.get_num_threads() == threads
+    real = fused._forward_part
+
+    def failing(*args: Any) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("part failed")
+        return real(*args)
+
+    monkeypatch.setattr(fused, "_forward_part", failing)
+    with pytest.raises(RuntimeError, match="part failed"):
+        layer(x)
+    assert torch.get_num_threads() == threads
+
+
+def test_parts_follow_the_threads_and_the_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert fused._batch_parts(100, cpu) == [(0, 100)]
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
+    assert fused._batch_parts(100, cpu) == [(0, 50), (50, 100)]
+    assert fused._batch_parts(31, cpu) == [(0, 31)]  # fewer than 2 x MIN_PART_ROWS rows
+    assert fused._batch_parts(100, torch.device("meta")) == [(0, 100)]  # CPU only
+    monkeypatch.setattr(fused, "MAX_PARTS", 1)
+    assert fused._batch_parts(100, cpu) == [(0, 100)]

@@ -60,23 +60,15 @@ chunks, one GEMM each, and contracts ``S`` with ``\phi`` once at the end
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch.autograd.function import once_differentiable
 
+from . import parts
 from .recurrence import SCAN_ACTIVATIONS, _step_spans
 
-__all__ = [
-    "MAX_PARTS",
-    "MIN_PART_ROWS",
-    "chunk_length",
-    "fused_recurrence",
-    "make_plan",
-    "plan_key",
-]
+__all__ = ["chunk_length", "fused_recurrence", "make_plan", "plan_key"]
 
 #: Steps per chunk.  Each step's convolution over the chunk's inputs grows with it, each
 #: chunk's GEMMs shrink with it per step.
@@ -156,64 +148,6 @@ def _derivative(H: torch.Tensor, out: torch.Tensor, activation: str) -> torch.Te
     if activation == "tanh":
         return torch.mul(H, H, out=out).neg_().add_(1)
     return out.copy_(H > 0)
-
-
-#: The loop runs as up to this many independent parts of the batch, each in a thread of its
-#: own with its share of torch's intra-op threads (CPU only, at least :data:`MIN_PART_ROWS`
-#: rows each).  A step's products are too small to split well over several cores: every
-#: product waits for all of them, so one core taken by another process stalls the whole loop
-#: (on the 2-core benchmark machine, with one core kept busy: 2.4 s against 0.8 s in parts).
-#: While the loop runs, torch's intra-op thread count is set to that share.  1 runs the loop
-#: in the calling thread.
-MAX_PARTS = 2
-#: Fewest batch rows per part (see :data:`MAX_PARTS`).
-MIN_PART_ROWS = 16
-_PARTS_LOCK = threading.Lock()
-
-
-def _batch_parts(batch: int, device: torch.device) -> list[tuple[int, int]]:
-    """``(start, stop)`` of the batch rows of each part the loop runs as."""
-    count = 1
-    if device.type == "cpu":
-        count = max(1, min(MAX_PARTS, torch.get_num_threads(), batch // MIN_PART_ROWS))
-    size = -(-batch // count)
-    return [(b, min(batch, b + size)) for b in range(0, batch, size)]
-
-
-def _in_parts(fn: Callable[[int], Any], count: int) -> list[Any]:
-    """``[fn(0), .. fn(count - 1)]``, one thread each, torch's intra-op threads shared out.
-
-    Without autograd (as inside an autograd function) in every thread; the first exception
-    is raised here once all have finished, and the thread count is restored in any case.
-    """
-    if count == 1:
-        return [fn(0)]
-    results: list[Any] = [None] * count
-    errors: list[BaseException] = []
-    with _PARTS_LOCK:
-        threads_before = torch.get_num_threads()
-        share = max(1, threads_before // count)
-
-        def work(i: int) -> None:
-            try:
-                torch.set_num_threads(share)
-                with torch.no_grad():
-                    results[i] = fn(i)
-            except BaseException as err:  # noqa: BLE001 (raised in the calling thread)
-                errors.append(err)
-
-        workers = [threading.Thread(target=work, args=(i,)) for i in range(1, count)]
-        try:
-            for worker in workers:
-                worker.start()
-            work(0)
-        finally:
-            for worker in workers:
-                worker.join()
-            torch.set_num_threads(threads_before)
-    if errors:
-        raise errors[0]
-    return results
 
 
 class _Part:
@@ -482,7 +416,7 @@ class _FusedRecurrence(torch.autograd.Function):
                 W1[:, 1:] = U
             W1_fold = torch.cat([W1[:, :1], W1[:, 1:] + W1[:, :1] * plan.w0], dim=1)
         Hall = torch.empty(T, batch, width, dtype=xp.dtype, device=xp.device) if keep_all else None
-        spans = _batch_parts(batch, xp.device)
+        spans = parts.batch_parts(batch, xp.device)
 
         def run(i: int) -> _Part:
             b0, b1 = spans[i]
@@ -499,18 +433,18 @@ class _FusedRecurrence(torch.autograd.Function):
                 None if Hall is None else Hall[:, b0:b1],
             )
 
-        parts = _in_parts(run, len(spans))
+        states = parts.in_parts(run, len(spans))
         ctx.activation, ctx.keep_all, ctx.plan, ctx.W1 = activation, keep_all, plan, W1
-        ctx.spans, ctx.parts = spans, parts
-        m_T = torch.cat([p.m_hats[-1] for p in parts])
+        ctx.spans, ctx.parts = spans, states
+        m_T = torch.cat([p.m_hats[-1] for p in states])
         if Hall is not None:
             out = Hall[:, :, 1:]
             ctx.save_for_backward(x, Wx, h0, kh, Wm, U, out)
             return out, m_T
-        for p in parts:  # the stored outputs without the u column
+        for p in states:  # the stored outputs without the u column
             p.Hs = [H_blk[:, :, 1:] for H_blk in p.Hs]
         ctx.save_for_backward(x, Wx, h0, kh, Wm, U)
-        return torch.cat([p.h for p in parts]), m_T
+        return torch.cat([p.h for p in states]), m_T
 
     @staticmethod
     @once_differentiable
@@ -550,7 +484,7 @@ class _FusedRecurrence(torch.autograd.Function):
                 None if grad_x is None else grad_x[:, b0:b1],
             )
 
-        shares = _in_parts(run, len(spans))
+        shares = parts.in_parts(run, len(spans))
         grad_m0 = torch.cat([s[0] for s in shares]) if needs[4] else None
         grad_h0 = None
         if needs[5]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
+from . import parts
 from .convolution import block_elements
 
 __all__ = ["SCAN_ACTIVATIONS", "conv_projected_fft", "simple_rnn_scan"]
@@ -57,23 +58,30 @@ def _step_spans(T: int, row_bytes: int, multiple: int = 1) -> list[tuple[int, in
     return [(t0, min(T, t0 + size)) for t0 in range(0, T, size)]
 
 
-def _forward_loop(a: torch.Tensor, h0: torch.Tensor, R: torch.Tensor, activation: str, whole: bool):
+def _forward_loop(
+    a: torch.Tensor,
+    h0: torch.Tensor,
+    R: torch.Tensor,
+    activation: str,
+    out: torch.Tensor | None,
+) -> tuple[list[torch.Tensor], list[tuple[int, int]]]:
     """The outputs of the recurrence without autograd, as blocks of steps.
 
-    With ``whole`` the blocks are views of one (T, batch, units) tensor (returned second, the
-    layer's output); otherwise separate tensors, which the C allocator hands back on the next
-    call, where one large tensor would be a fresh mapping to fault in page by page.
+    With ``out`` (the layer's output) the blocks are views of it; otherwise separate tensors,
+    which the C allocator hands back on the next call, where one large tensor would be a
+    fresh mapping to fault in page by page.
     """
     T, batch, units = a.shape
     spans = _step_spans(T, batch * units * a.element_size())
-    H = torch.empty_like(a) if whole else None
-    blocks = [H[t0:t1] if H is not None else a.new_empty(t1 - t0, batch, units) for t0, t1 in spans]
+    blocks = [
+        out[t0:t1] if out is not None else a.new_empty(t1 - t0, batch, units) for t0, t1 in spans
+    ]
     h = h0
     for (t0, _), blk in zip(spans, blocks, strict=True):
         for i in range(blk.shape[0]):
             h = torch.addmm(a[t0 + i], h, R, out=blk[i])
             _activate_(h, activation)
-    return blocks, H, spans
+    return blocks, spans
 
 
 class _SimpleRNNScan(torch.autograd.Function):
@@ -81,16 +89,23 @@ class _SimpleRNNScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a, h0, R, activation, last_only):  # noqa: D102
-        blocks, H, spans = _forward_loop(
-            a.contiguous(), h0.contiguous(), R.contiguous(), activation, not last_only
-        )
-        ctx.activation = activation
-        ctx.last_only = last_only
-        ctx.spans = spans
+        a, h0, R = a.contiguous(), h0.contiguous(), R.contiguous()
+        batch_spans = parts.batch_parts(a.shape[1], a.device)
+        H = None if last_only else torch.empty_like(a)
+
+        def run(i: int) -> tuple[list[torch.Tensor], list[tuple[int, int]]]:
+            b0, b1 = batch_spans[i]
+            out = None if H is None else H[:, b0:b1]
+            return _forward_loop(a[:, b0:b1], h0[b0:b1], R, activation, out)
+
+        results = parts.in_parts(run, len(batch_spans))
+        ctx.activation, ctx.last_only, ctx.batch_spans = activation, last_only, batch_spans
         if last_only:
-            ctx.blocks = blocks  # intermediates (an output must go through save_for_backward)
+            # intermediates (an output must go through save_for_backward)
+            ctx.blocks = [blocks for blocks, _ in results]
             ctx.save_for_backward(h0, R)
-            return blocks[-1][-1].clone()
+            return torch.cat([blocks[-1][-1] for blocks, _ in results])
+        ctx.steps = [steps for _, steps in results]
         ctx.save_for_backward(h0, R, H)
         return H
 
@@ -101,11 +116,53 @@ class _SimpleRNNScan(torch.autograd.Function):
         if ctx.last_only:
             blocks = ctx.blocks
         else:
-            blocks = [saved[2][t0:t1] for t0, t1 in ctx.spans]
-        grads = _scan_backward(
-            blocks, saved[0], saved[1], dH, ctx.last_only, ctx.activation, ctx.needs_input_grad
+            H = saved[2]
+            blocks = [
+                [H[t0:t1, b0:b1] for t0, t1 in steps]
+                for (b0, b1), steps in zip(ctx.batch_spans, ctx.steps, strict=True)
+            ]
+        grads = _scan_backward_parts(
+            blocks,
+            ctx.batch_spans,
+            saved[0],
+            saved[1],
+            dH,
+            ctx.last_only,
+            ctx.activation,
+            ctx.needs_input_grad,
         )
         return (*grads, None, None)
+
+
+def _scan_backward_parts(
+    blocks: list[list[torch.Tensor]],
+    batch_spans: list[tuple[int, int]],
+    h0: torch.Tensor,
+    R: torch.Tensor,
+    dH: torch.Tensor | None,
+    last_only: bool,
+    activation: str,
+    needs: tuple[bool, ...],
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """:func:`_scan_backward` for each part of the batch (``blocks[i]`` holds part i's outputs),
+    in threads (:func:`lmu_torch.parts.in_parts`), and the parts' gradients put together."""
+    T = sum(blk.shape[0] for blk in blocks[0])
+    G = h0.new_empty(T, *h0.shape)
+    dH = None if dH is None else dH.contiguous()
+
+    def run(i: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        b0, b1 = batch_spans[i]
+        d = None if dH is None else (dH[b0:b1] if last_only else dH[:, b0:b1])
+        return _scan_backward(blocks[i], h0[b0:b1], R, d, last_only, activation, needs, G[:, b0:b1])
+
+    shares = parts.in_parts(run, len(batch_spans))
+    grad_h0 = torch.cat([s[0] for s in shares]) if needs[1] else None
+    grad_R = None
+    if needs[2]:
+        grad_R = shares[0][1]
+        for s in shares[1:]:
+            grad_R += s[1]
+    return (G if needs[0] else None), grad_h0, grad_R
 
 
 def _scan_backward(
@@ -116,16 +173,15 @@ def _scan_backward(
     last_only: bool,
     activation: str,
     needs: tuple[bool, ...],
-) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """Gradients of the scan's ``a``, ``h0`` and ``R``, given its outputs in blocks of steps and
-    ``dL/dh_T`` (``last_only``) or ``dL/dH``."""
+    G: torch.Tensor,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Gradients of the scan's ``h0`` and ``R`` given its outputs in blocks of steps and
+    ``dL/dh_T`` (``last_only``) or ``dL/dH``; the gradient of ``a`` goes into ``G``."""
     T = sum(blk.shape[0] for blk in blocks)
     units = h0.shape[-1]
-    G = h0.new_empty(T, *h0.shape)
     Rt = R.t()
     if dH is None:
         dH = torch.zeros_like(h0 if last_only else G)
-    dH = dH.contiguous()
     g = None
     t = T
     for blk in reversed(blocks):
@@ -139,7 +195,6 @@ def _scan_backward(
             else:
                 torch.addmm(dH[t], g, Rt, out=out)
             g = _times_derivative_(out, blk[i], activation)
-    grad_a = G if needs[0] else None
     grad_h0 = G[0] @ Rt if needs[1] else None
     grad_R = None
     if needs[2]:
@@ -155,7 +210,7 @@ def _scan_backward(
                     blk[:m].reshape(-1, units).t(), G[t0 + 1 : t0 + 1 + m].reshape(-1, units)
                 )
             t0 += n
-    return grad_a, grad_h0, grad_R
+    return grad_h0, grad_R
 
 
 class _SimpleRNNScanInPlace(torch.autograd.Function):
@@ -168,21 +223,37 @@ class _SimpleRNNScanInPlace(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a, h0, R, activation):  # noqa: D102
-        h = h0
-        for a_t in a.unbind(0):
-            h = _activate_(a_t.addmm_(h, R), activation)
+        batch_spans = parts.batch_parts(a.shape[1], a.device)
+
+        def run(i: int) -> torch.Tensor:
+            b0, b1 = batch_spans[i]
+            h = h0[b0:b1]
+            for a_t in a[:, b0:b1].unbind(0):
+                h = _activate_(a_t.addmm_(h, R), activation)
+            return h
+
+        hs = parts.in_parts(run, len(batch_spans))
         ctx.mark_dirty(a)
         ctx.set_materialize_grads(False)
-        ctx.activation = activation
+        ctx.activation, ctx.batch_spans = activation, batch_spans
         ctx.save_for_backward(h0, R, a)
-        return a, h.clone()
+        return a, torch.cat(hs)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dH, dh):  # noqa: D102
         # dH, of the storage output, is None: simple_rnn_scan hands out only h_T
         h0, R, H = ctx.saved_tensors
-        grads = _scan_backward([H], h0, R, dh, True, ctx.activation, ctx.needs_input_grad)
+        spans = ctx.batch_spans
+        if len(spans) == 1:
+            blocks = [[H]]
+        else:  # blocks of steps: the weight gradient's products copy part rows block by block
+            row_bytes = (spans[0][1] - spans[0][0]) * H.shape[-1] * H.element_size()
+            steps = _step_spans(H.shape[0], row_bytes)
+            blocks = [[H[t0:t1, b0:b1] for t0, t1 in steps] for b0, b1 in spans]
+        grads = _scan_backward_parts(
+            blocks, spans, h0, R, dh, True, ctx.activation, ctx.needs_input_grad
+        )
         return (*grads, None)
 
 

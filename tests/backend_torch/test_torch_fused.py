@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 
 import lmu_torch.execution as execution  # noqa: E402
 import lmu_torch.fused as fused  # noqa: E402
+import lmu_torch.parts as parts  # noqa: E402
 import lmu_torch.recurrence as recurrence  # noqa: E402
 from lmu_torch import LMU  # noqa: E402
 from lmu_torch_helpers import assert_close, assert_states_close, build, reference_run  # noqa: E402
@@ -49,31 +50,7 @@ FLAGS = list(itertools.product([False, True], repeat=4))
 INPUTS = [(True, True), (False, True), (True, False), (False, False)]
 
 
-@pytest.fixture
-def two_threads() -> Any:
-    """At least two intra-op threads (the loop splits the batch into at most that many parts)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(2, before))
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def part_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The number of parts of each forward and backward loop (so a split cannot go untested)."""
-    calls: list[int] = []
-    real = fused._in_parts
-
-    def spy(fn: Any, count: int) -> Any:
-        calls.append(count)
-        return real(fn, count)
-
-    monkeypatch.setattr(fused, "_in_parts", spy)
-    return calls
-
-
 @pytest.mark.parametrize("chunk", [1, 3, 16], ids=["chunk1", "chunk3", "chunk16"])
-@pytest.mark.parametrize("parts", [1, 2], ids=["1-part", "2-parts"])
 @pytest.mark.parametrize("block_bytes", [1, 400, 1 << 22], ids=["1-step", "2-steps", "1-block"])
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
 @pytest.mark.parametrize(
@@ -81,9 +58,8 @@ def part_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 )
 def test_forward_and_every_gradient_match_autograd(
     monkeypatch: pytest.MonkeyPatch,
-    two_threads: None,
     part_calls: list[int],
-    parts: int,
+    n_parts: int,
     chunk: int,
     block_bytes: int,
     activation: str,
@@ -94,8 +70,6 @@ def test_forward_and_every_gradient_match_autograd(
 ) -> None:
     monkeypatch.setattr(recurrence, "_STORE_BLOCK_BYTES", block_bytes)
     monkeypatch.setattr(fused, "_CHUNK", chunk)
-    monkeypatch.setattr(fused, "MAX_PARTS", parts)
-    monkeypatch.setattr(fused, "MIN_PART_ROWS", 1)
     seed = int(rk) + 2 * kh + 4 * U + 8 * keep_all
     gen = torch.Generator().manual_seed(seed)
     with_x, with_bias = INPUTS[(seed + chunk) % 4]
@@ -145,15 +119,10 @@ def test_forward_and_every_gradient_match_autograd(
         g = torch.zeros_like(leaf) if g is None else g
         e = torch.zeros_like(leaf) if e is None else e
         torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10, msg=f"gradient of {name}")
-    assert part_calls == [parts, parts], "forward and backward, each in that many parts"
+    assert part_calls == [n_parts, n_parts], "forward and backward, each in that many parts"
 
 
-@pytest.mark.parametrize("parts", [1, 2], ids=["1-part", "2-parts"])
-def test_gradcheck_through_the_function(
-    monkeypatch: pytest.MonkeyPatch, two_threads: None, parts: int
-) -> None:
-    monkeypatch.setattr(fused, "MAX_PARTS", parts)
-    monkeypatch.setattr(fused, "MIN_PART_ROWS", 1)
+def test_gradcheck_through_the_function(n_parts: int, part_calls: list[int]) -> None:
     gen = torch.Generator().manual_seed(3)
     T, batch, N, units = 5, 2, 4, 3
 
@@ -170,6 +139,7 @@ def test_gradcheck_through_the_function(
         return fused.fused_recurrence(xp, x, Wx, bc, m0, h0, A, Bd, rk, kh, Wm, U, "tanh", True)
 
     assert torch.autograd.gradcheck(fn, (*leaves, *states, *weights))
+    assert set(part_calls) == {n_parts}
 
 
 def test_rejects_trainable_matrices_and_other_activations() -> None:
@@ -394,7 +364,7 @@ def test_parts_restore_the_thread_count_and_raise_a_worker_error(
     threads = torch.get_num_threads()
     layer = _layer(LAYER_CASES[0], seed=11)
     x = torch.randn(40, 12, 2, dtype=F64, generator=torch.Generator().manual_seed(11))
-    assert len(fused._batch_parts(40, x.device)) == 2
+    assert len(parts.batch_parts(40, x.device)) == 2
     out, _ = layer(x)
     assert torch.get_num_threads() == threads
     assert_close(out, reference_run(layer, x.numpy())[0], what="two parts")
@@ -416,10 +386,10 @@ def test_parts_restore_the_thread_count_and_raise_a_worker_error(
 def test_parts_follow_the_threads_and_the_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
-    assert fused._batch_parts(100, cpu) == [(0, 100)]
+    assert parts.batch_parts(100, cpu) == [(0, 100)]
     monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
-    assert fused._batch_parts(100, cpu) == [(0, 50), (50, 100)]
-    assert fused._batch_parts(31, cpu) == [(0, 31)]  # fewer than 2 x MIN_PART_ROWS rows
-    assert fused._batch_parts(100, torch.device("meta")) == [(0, 100)]  # CPU only
-    monkeypatch.setattr(fused, "MAX_PARTS", 1)
-    assert fused._batch_parts(100, cpu) == [(0, 100)]
+    assert parts.batch_parts(100, cpu) == [(0, 50), (50, 100)]
+    assert parts.batch_parts(31, cpu) == [(0, 31)]  # fewer than 2 x MIN_PART_ROWS rows
+    assert parts.batch_parts(100, torch.device("meta")) == [(0, 100)]  # CPU only
+    monkeypatch.setattr(parts, "MAX_PARTS", 1)
+    assert parts.batch_parts(100, cpu) == [(0, 100)]

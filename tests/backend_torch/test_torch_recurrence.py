@@ -19,9 +19,15 @@ from lmu_torch_helpers import assert_close, assert_states_close, build, referenc
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
 @pytest.mark.parametrize("last_only", [False, True])
 def test_scan_gradcheck(
-    monkeypatch: pytest.MonkeyPatch, block_bytes: int, activation: str, last_only: bool
+    monkeypatch: pytest.MonkeyPatch,
+    n_parts: int,
+    part_calls: list[int],
+    block_bytes: int,
+    activation: str,
+    last_only: bool,
 ) -> None:
-    """Steps are stored in blocks (of one, two or all steps): the gradients cross them."""
+    """Steps are stored in blocks (of one, two or all steps): the gradients cross them; the
+    batch runs in one part or two."""
     monkeypatch.setattr(recurrence, "_STORE_BLOCK_BYTES", block_bytes)
     torch.manual_seed(0)
     a = torch.randn(6, 3, 4, dtype=torch.float64, requires_grad=True)
@@ -32,10 +38,13 @@ def test_scan_gradcheck(
     with torch.no_grad():  # the plain loop
         plain = fn(a, h0, R)
     assert_close(fn(a, h0, R), plain.numpy(), what="scan vs loop")
+    assert set(part_calls) == {n_parts}
 
 
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
-def test_scan_in_place_matches_the_scan(activation: str) -> None:
+def test_scan_in_place_matches_the_scan(
+    activation: str, n_parts: int, part_calls: list[int]
+) -> None:
     """``consume=True``: the last output and every gradient as without it; ``a`` holds the
     outputs afterwards (a view or a non-contiguous input is left alone)."""
     torch.manual_seed(2)
@@ -59,12 +68,13 @@ def test_scan_in_place_matches_the_scan(activation: str) -> None:
         torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12, msg=name)
     assert_close(got[1][-1], got[0].numpy(), what="a holds the outputs")
     assert torch.equal(want[1], a), "without consume the input is unchanged"
+    assert set(part_calls) == {n_parts}
     view = a.clone().transpose(0, 1).contiguous().transpose(0, 1)  # not contiguous
     simple_rnn_scan(view.requires_grad_(), h0, R, activation, last_only=True, consume=True)
     assert torch.equal(view, a)
 
 
-def test_scan_in_place_gradcheck() -> None:
+def test_scan_in_place_gradcheck(n_parts: int, part_calls: list[int]) -> None:
     torch.manual_seed(3)
     a = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
@@ -74,6 +84,7 @@ def test_scan_in_place_gradcheck() -> None:
         return simple_rnn_scan(a * 1.0, h0, R, "tanh", last_only=True, consume=True)
 
     assert torch.autograd.gradcheck(fn, (a, h0, R))
+    assert set(part_calls) == {n_parts}
 
 
 @pytest.mark.parametrize("md", [1, 3])

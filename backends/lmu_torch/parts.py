@@ -33,7 +33,8 @@ _PARTS_LOCK = threading.Lock()
 def batch_parts(batch: int, device: torch.device) -> list[tuple[int, int]]:
     """``(start, stop)`` of the batch rows of each part the loop runs as."""
     count = 1
-    if device.type == "cpu":
+    # autocast is a setting of the calling thread: under it the loops stay in that thread
+    if device.type == "cpu" and not torch.is_autocast_enabled(device.type):
         count = max(1, min(MAX_PARTS, torch.get_num_threads(), batch // MIN_PART_ROWS))
     size = -(-batch // count)
     return [(b, min(batch, b + size)) for b in range(0, batch, size)]
@@ -42,13 +43,15 @@ def batch_parts(batch: int, device: torch.device) -> list[tuple[int, int]]:
 def in_parts(fn: Callable[[int], Any], count: int) -> list[Any]:
     """``[fn(0), .. fn(count - 1)]``, one thread each, torch's intra-op threads shared out.
 
-    Without autograd (as inside an autograd function) in every thread; the first exception
-    is raised here once all have finished, and the thread count is restored in any case.
+    Without autograd (as inside an autograd function) in every thread, and in inference mode
+    where the calling thread is; the first exception is raised here once all have finished,
+    and the thread count is restored in any case.
     """
     if count == 1:
         return [fn(0)]
     results: list[Any] = [None] * count
     errors: list[BaseException] = []
+    inference = torch.is_inference_mode_enabled()
     with _PARTS_LOCK:
         threads_before = torch.get_num_threads()
         share = max(1, threads_before // count)
@@ -56,7 +59,7 @@ def in_parts(fn: Callable[[int], Any], count: int) -> list[Any]:
         def work(i: int) -> None:
             try:
                 torch.set_num_threads(share)
-                with torch.no_grad():
+                with torch.inference_mode(inference), torch.no_grad():
                     results[i] = fn(i)
             except BaseException as err:  # noqa: BLE001 (raised in the calling thread)
                 errors.append(err)

@@ -383,6 +383,16 @@ def test_parts_restore_the_thread_count_and_raise_a_worker_error(
     assert torch.get_num_threads() == threads
 
 
+def test_parts_keep_inference_mode(two_threads: None, part_calls: list[int]) -> None:
+    """Tensors made in inference mode are written in the parts' threads too."""
+    layer = _layer(LAYER_CASES[0], seed=12)
+    x = torch.randn(40, 9, 2, dtype=F64, generator=torch.Generator().manual_seed(12))
+    with torch.inference_mode():
+        out, state = layer(x)
+    assert part_calls == [2]
+    assert_close(out, reference_run(layer, x.numpy())[0], what="inference mode")
+
+
 def test_parts_follow_the_threads_and_the_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
@@ -391,5 +401,7 @@ def test_parts_follow_the_threads_and_the_batch(monkeypatch: pytest.MonkeyPatch)
     assert parts.batch_parts(100, cpu) == [(0, 50), (50, 100)]
     assert parts.batch_parts(31, cpu) == [(0, 31)]  # fewer than 2 x MIN_PART_ROWS rows
     assert parts.batch_parts(100, torch.device("meta")) == [(0, 100)]  # CPU only
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # a setting of this thread
+        assert parts.batch_parts(100, cpu) == [(0, 100)]
     monkeypatch.setattr(parts, "MAX_PARTS", 1)
     assert parts.batch_parts(100, cpu) == [(0, 100)]

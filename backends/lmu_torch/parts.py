@@ -27,7 +27,10 @@ __all__ = ["MAX_PARTS", "MIN_PART_ROWS", "batch_parts", "in_parts"]
 MAX_PARTS = 2
 #: Fewest batch rows per part (see :data:`MAX_PARTS`).
 MIN_PART_ROWS = 16
-_PARTS_LOCK = threading.Lock()
+_LOCK = threading.Lock()
+#: loops running in parts now, and torch's thread count from before the first of them
+_active = 0
+_threads_before = 0
 
 
 def batch_parts(batch: int, device: torch.device) -> list[tuple[int, int]]:
@@ -44,35 +47,41 @@ def in_parts(fn: Callable[[int], Any], count: int) -> list[Any]:
     """``[fn(0), .. fn(count - 1)]``, one thread each, torch's intra-op threads shared out.
 
     Without autograd (as inside an autograd function) in every thread, and in inference mode
-    where the calling thread is; the first exception is raised here once all have finished,
-    and the thread count is restored in any case.
+    where the calling thread is; the first exception is raised here once all have finished.
+    Loops of several calling threads may run at once: torch's thread count is shared out
+    from the one before the first of them, and restored when the last one ends.
     """
+    global _active, _threads_before
     if count == 1:
         return [fn(0)]
     results: list[Any] = [None] * count
     errors: list[BaseException] = []
     inference = torch.is_inference_mode_enabled()
-    with _PARTS_LOCK:
-        threads_before = torch.get_num_threads()
-        share = max(1, threads_before // count)
+    with _LOCK:
+        if _active == 0:
+            _threads_before = torch.get_num_threads()
+        _active += 1
+        share = max(1, _threads_before // count)
 
-        def work(i: int) -> None:
-            try:
-                torch.set_num_threads(share)
-                with torch.inference_mode(inference), torch.no_grad():
-                    results[i] = fn(i)
-            except BaseException as err:  # noqa: BLE001 (raised in the calling thread)
-                errors.append(err)
-
-        workers = [threading.Thread(target=work, args=(i,)) for i in range(1, count)]
+    def work(i: int) -> None:
         try:
-            for worker in workers:
-                worker.start()
-            work(0)
-        finally:
-            for worker in workers:
-                worker.join()
-            torch.set_num_threads(threads_before)
+            torch.set_num_threads(share)
+            with torch.inference_mode(inference), torch.no_grad():
+                results[i] = fn(i)
+        except BaseException as err:  # noqa: BLE001 (raised in the calling thread)
+            errors.append(err)
+
+    workers = [threading.Thread(target=work, args=(i,)) for i in range(1, count)]
+    try:
+        for worker in workers:
+            worker.start()
+        work(0)
+    finally:
+        for worker in workers:
+            worker.join()
+        with _LOCK:
+            _active -= 1
+            torch.set_num_threads(_threads_before if _active == 0 else share)
     if errors:
         raise errors[0]
     return results

@@ -383,6 +383,45 @@ def test_parts_restore_the_thread_count_and_raise_a_worker_error(
     assert torch.get_num_threads() == threads
 
 
+def test_loops_of_several_threads_run_at_once(two_threads: None) -> None:
+    """Two threads training at once: both right, and the thread count restored at the end."""
+    threads = torch.get_num_threads()
+    layers = [_layer(LAYER_CASES[0], seed=13 + i) for i in range(2)]
+    xs = [
+        torch.randn(40, 30, 2, dtype=F64, generator=torch.Generator().manual_seed(i))
+        for i in (1, 2)
+    ]
+    expected = []
+    for layer, x in zip(layers, xs, strict=True):
+        out, _ = layer(x)
+        out.pow(2).sum().backward()
+        expected.append([out.detach()] + [p.grad.clone() for p in layer.parameters()])
+        layer.zero_grad()
+    got: list[Any] = [None, None]
+    errors: list[BaseException] = []
+
+    def train(i: int) -> None:
+        try:
+            for _ in range(3):
+                layers[i].zero_grad()
+                out, _ = layers[i](xs[i])
+                out.pow(2).sum().backward()
+            got[i] = [out.detach()] + [p.grad.clone() for p in layers[i].parameters()]
+        except BaseException as err:  # noqa: BLE001
+            errors.append(err)
+
+    workers = [threading.Thread(target=train, args=(i,)) for i in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert not errors, errors
+    for g, e in zip(got, expected, strict=True):
+        for a, b in zip(g, e, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert torch.get_num_threads() == threads
+
+
 def test_parts_keep_inference_mode(two_threads: None, part_calls: list[int]) -> None:
     """Tensors made in inference mode are written in the parts' threads too."""
     layer = _layer(LAYER_CASES[0], seed=12)

@@ -56,6 +56,10 @@ memories are ``[\hat m | u] \phi`` (``\phi`` stacks ``[P^1 .. P^L]`` over the To
 of ``B P^i``), so the backward pass only accumulates ``S = \sum [\hat m | u]^T y`` over the
 chunks, one GEMM each, and contracts ``S`` with ``\phi`` once at the end
 (:func:`_memory_weight_gradient`).  The memory sequence is never formed.
+
+**Batch parts.**  On the CPU the loop runs as independent parts of the batch, each in a
+thread of its own (:mod:`lmu_torch.parts`); the parts' shares of the weight gradients are
+summed at the end.
 """
 
 from __future__ import annotations

@@ -388,16 +388,6 @@ def _backward_part(
     return mu, y_next, S, grad_W1, grad_Wx, grad_bc
 
 
-def _total(values: list[Any]) -> Any:
-    """The sum of the parts' shares (None where there are none)."""
-    if values[0] is None:
-        return None
-    total = values[0]
-    for v in values[1:]:
-        total += v
-    return total
-
-
 class _FusedRecurrence(torch.autograd.Function):
     """Autograd function behind :func:`fused_recurrence`."""
 
@@ -494,7 +484,7 @@ class _FusedRecurrence(torch.autograd.Function):
         if needs[5]:
             y0 = torch.cat([s[1] for s in shares])
             grad_h0 = y0 @ W1.t() if W1 is not None else torch.zeros_like(h0)
-        S, grad_W1, grad_Wx, grad_bc = (_total([s[i] for s in shares]) for i in range(2, 6))
+        S, grad_W1, grad_Wx, grad_bc = (parts.total([s[i] for s in shares]) for i in range(2, 6))
         grad_rk = grad_Wm = None
         if S is not None:
             grad_rk, grad_Wm = _memory_weight_gradient(S, plan.phi, N, L)

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["MAX_PARTS", "MIN_PART_ROWS", "batch_parts", "in_parts"]
+__all__ = ["MAX_PARTS", "MIN_PART_ROWS", "batch_parts", "in_parts", "total"]
 
 #: The step loops run as up to this many independent parts of the batch, each in a thread of
 #: its own with its share of torch's intra-op threads (CPU only, at least
@@ -85,3 +85,13 @@ def in_parts(fn: Callable[[int], Any], count: int) -> list[Any]:
     if errors:
         raise errors[0]
     return results
+
+
+def total(shares: list[Any]) -> Any:
+    """The sum of the parts' shares of a gradient, in the first one (None where there are none)."""
+    if shares[0] is None:
+        return None
+    result = shares[0]
+    for share in shares[1:]:
+        result += share
+    return result

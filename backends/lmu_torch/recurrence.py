@@ -157,11 +157,7 @@ def _scan_backward_parts(
 
     shares = parts.in_parts(run, len(batch_spans))
     grad_h0 = torch.cat([s[0] for s in shares]) if needs[1] else None
-    grad_R = None
-    if needs[2]:
-        grad_R = shares[0][1]
-        for s in shares[1:]:
-            grad_R += s[1]
+    grad_R = parts.total([s[1] for s in shares]) if needs[2] else None
     return (G if needs[0] else None), grad_h0, grad_R
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 try:
+    import lmu_torch.execution as execution
     import lmu_torch.parts as parts
     import torch
 except ImportError:  # the tests of this folder skip themselves
@@ -45,3 +46,17 @@ def n_parts(
     monkeypatch.setattr(parts, "MAX_PARTS", request.param)
     monkeypatch.setattr(parts, "MIN_PART_ROWS", 1)
     return int(request.param)
+
+
+@pytest.fixture
+def fused_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts calls of the fused loop made by the layers (so a fallback cannot pass)."""
+    calls: list[int] = []
+    real = execution.fused_recurrence
+
+    def spy(*args: Any) -> Any:
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(execution, "fused_recurrence", spy)
+    return calls

@@ -18,7 +18,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import lmu_torch.execution as execution  # noqa: E402
 from lmu_torch import LMU, LMUCell, LMUFeedforward  # noqa: E402
 from lmu_torch_helpers import assert_close, assert_states_close, build, reference_run  # noqa: E402
 from test_torch_reference import CASES, INPUT, _case_id, _options, _random_state  # noqa: E402
@@ -105,16 +104,8 @@ FUSED = dict(
 
 
 @pytest.mark.parametrize("T", [1, 8, 70])
-def test_fused_loop_on_device(T: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fused_loop_on_device(T: int, fused_calls: list[int]) -> None:
     """Case E's hand-differentiated loop: reference, CPU gradients, the plan kept on device."""
-    calls: list[int] = []
-    real = execution.fused_recurrence
-
-    def spy(*args: Any) -> Any:
-        calls.append(1)
-        return real(*args)
-
-    monkeypatch.setattr(execution, "fused_recurrence", spy)
     layer = build(LMU, 2, seed=T, **FUSED)
     rng = np.random.default_rng(T)
     x = rng.normal(size=(3, T, 2))
@@ -123,7 +114,7 @@ def test_fused_loop_on_device(T: int, monkeypatch: pytest.MonkeyPatch) -> None:
     _, _, cpu_grads = _run_with_grads(layer, x, state, "cpu")
     layer.to(DEVICE)
     out, states, grads = _run_with_grads(layer, x, state, DEVICE)
-    assert len(calls) == (2 if T > 1 else 0), "the fused loop runs for T > 1 only"
+    assert len(fused_calls) == (2 if T > 1 else 0), "the fused loop runs for T > 1 only"
     _on_device(out)
     assert_close(out, expected, what="output")
     assert_states_close(states, expected_states)

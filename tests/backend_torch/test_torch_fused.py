@@ -182,20 +182,6 @@ def _layer(case: dict[str, Any], seed: int = 0, **extra: Any) -> Any:
     )
 
 
-@pytest.fixture
-def fused_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts calls of the fused loop made by the layers (so a fallback cannot pass)."""
-    calls: list[int] = []
-    real = execution.fused_recurrence
-
-    def spy(*args: Any) -> Any:
-        calls.append(1)
-        return real(*args)
-
-    monkeypatch.setattr(execution, "fused_recurrence", spy)
-    return calls
-
-
 @pytest.mark.parametrize(
     "case", LAYER_CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items())
 )

@@ -288,6 +288,8 @@ def simple_rnn_scan(
     -----
     Differentiable once with respect to ``a``, ``h0`` and ``R``.  Without gradients
     (inference, ``torch.no_grad``) or under ``torch.compile`` the plain loop runs instead.
+    On the CPU the differentiable scan runs as batch parts in threads of their own
+    (:mod:`lmu_torch.parts`).
     """
     if activation not in SCAN_ACTIVATIONS:
         raise ValueError(f"activation must be one of {SCAN_ACTIVATIONS} (got {activation!r})")

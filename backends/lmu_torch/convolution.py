@@ -7,6 +7,7 @@ dimension) or n = memory_d, and return ``m[b, t, d, :] = sum_s H[d, t - s] u[b, 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -111,9 +112,13 @@ class _FFTConv(torch.autograd.Function):
         Uf = torch.fft.fft(u.transpose(1, 2), n=nfft)  # (b, md, nfft)
         Hz = _packed_spectrum(H, nfft)  # (n, pairs, nfft)
         out = torch.empty(batch, T, md, order, dtype=u.dtype, device=u.device)
-        for i, (d0, d1), (p0, p1) in _blocks(batch, md, Hz.shape[1], nfft, block):
+        blocks = _blocks(batch, md, Hz.shape[1], nfft, block)
+        prod = _scratch(Hz, blocks, nfft)
+        for i, (d0, d1), (p0, p1) in blocks:
             hz = Hz[0, None, p0:p1] if n == 1 else Hz[d0:d1, p0:p1]
-            y = torch.fft.ifft(Uf[i, d0:d1, None, :] * hz)  # (dc, pc, nfft)
+            shape = (d1 - d0, p1 - p0, nfft)
+            P = torch.mul(Uf[i, d0:d1, None, :], hz, out=_view(prod, shape))
+            y = torch.fft.ifft(P)  # (dc, pc, nfft)
             yr = torch.view_as_real(y)[:, :, :T]  # (dc, pc, T, 2)
             for dst, src in _pair_spans(out[i, :, d0:d1], yr, p0, p1, order):
                 dst.copy_(src.permute(2, 0, 1, 3))
@@ -136,7 +141,9 @@ class _FFTConv(torch.autograd.Function):
         Uc = Uf.conj().resolve_conj() if need_h else None
         Hc = Hz.conj().resolve_conj() if need_u else None
         bufs: dict[tuple[int, int], torch.Tensor] = {}
-        for i, (d0, d1), (p0, p1) in _blocks(batch, md, Hz.shape[1], nfft, ctx.block):
+        blocks = _blocks(batch, md, Hz.shape[1], nfft, ctx.block)
+        prod = _scratch(Hz, blocks, nfft)
+        for i, (d0, d1), (p0, p1) in blocks:
             buf = bufs.get((d1 - d0, p1 - p0))
             if buf is None:  # zero past T once; only [:, :, :T] is rewritten
                 buf = Hz.new_zeros(d1 - d0, p1 - p0, nfft)
@@ -147,9 +154,9 @@ class _FFTConv(torch.autograd.Function):
             Gz = torch.fft.fft(buf)  # packed pairs of the output gradient's spectrum
             if need_u:  # the real part of sum_p ifft(Gz conj(Hz)) is the sum over orders
                 hc = Hc[0, None, p0:p1] if n == 1 else Hc[d0:d1, p0:p1]
-                gu_f[i, d0:d1] += (Gz * hc).sum(1)
+                gu_f[i, d0:d1] += torch.mul(Gz, hc, out=_view(prod, Gz.shape)).sum(1)
             if need_h:  # ifft(Gz conj(Uf)) packs the gradients of orders 2p and 2p + 1
-                corr = Gz * Uc[i, d0:d1, None, :]
+                corr = torch.mul(Gz, Uc[i, d0:d1, None, :], out=_view(prod, Gz.shape))
                 if n == 1:
                     gh_z[0, p0:p1] += corr.sum(0)
                 else:
@@ -162,6 +169,22 @@ class _FFTConv(torch.autograd.Function):
             gh = torch.view_as_real(torch.fft.ifft(gh_z)[..., :K])  # (n, pairs, K, 2)
             grad_h = gh.transpose(1, 2).reshape(n, K, -1)[..., :order]
         return grad_u, grad_h, None
+
+
+def _scratch(like: torch.Tensor, blocks: list[Any], nfft: int) -> torch.Tensor:
+    """A flat buffer for the largest block's (dc, pc, nfft) temporaries.
+
+    The blocks' temporaries are megabytes each; one buffer per call, reused by every block,
+    keeps them out of the C allocator, which may otherwise map (and fault in) fresh memory
+    for each of them.
+    """
+    most = max((d1 - d0) * (p1 - p0) for _, (d0, d1), (p0, p1) in blocks) * nfft
+    return like.new_empty(most)
+
+
+def _view(buf: torch.Tensor, shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
+    """The first elements of the flat ``buf`` as a contiguous tensor of ``shape``."""
+    return buf[: math.prod(shape)].view(shape)
 
 
 def _packed_spectrum(H: torch.Tensor, nfft: int) -> torch.Tensor:

@@ -38,11 +38,11 @@ def _activate_(v: torch.Tensor, activation: str) -> torch.Tensor:
     return v.tanh_() if activation == "tanh" else v.relu_()
 
 
-def _times_derivative_(g: torch.Tensor, h: torch.Tensor, activation: str) -> torch.Tensor:
-    """``g *= f'(a)`` in place, with f' written in terms of the output h = f(a)."""
-    if activation == "tanh":  # g *= 1 - h^2
-        return g.addcmul_(g, h * h, value=-1)
-    return g.mul_(h > 0)
+def _derivative(h: torch.Tensor, activation: str, out: torch.Tensor) -> torch.Tensor:
+    """``f'(a)`` written in terms of the output h = f(a), into ``out``."""
+    if activation == "tanh":  # 1 - h^2
+        return torch.addcmul(h.new_ones(()), h, h, value=-1, out=out)
+    return torch.gt(h, 0, out=out)  # cast to out's dtype
 
 
 #: Bytes per stored block of steps: blocks this size come back from the C allocator's heap on
@@ -130,6 +130,7 @@ class _SimpleRNNScan(torch.autograd.Function):
             ctx.last_only,
             ctx.activation,
             ctx.needs_input_grad,
+            None if ctx.last_only else H,
         )
         return (*grads, None, None)
 
@@ -143,21 +144,37 @@ def _scan_backward_parts(
     last_only: bool,
     activation: str,
     needs: tuple[bool, ...],
+    H: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """:func:`_scan_backward` for each part of the batch (``blocks[i]`` holds part i's outputs),
-    in threads (:func:`lmu_torch.parts.in_parts`), and the parts' gradients put together."""
+    in threads (:func:`lmu_torch.parts.in_parts`), and the parts' gradients put together.
+
+    With ``H``, all outputs as one contiguous (T, batch, units) tensor, the gradient of ``R``
+    is formed from it after the parts, as one GEMM over every step and row: a part's rows of
+    a block of steps are not contiguous, and each of its GEMMs would copy them first.
+    """
     T = sum(blk.shape[0] for blk in blocks[0])
     G = h0.new_empty(T, *h0.shape)
     dH = None if dH is None else dH.contiguous()
+    whole = H is not None and H.is_contiguous() and needs[2]
+    part_needs = (*needs[:2], False, *needs[3:]) if whole else needs
 
     def run(i: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         b0, b1 = batch_spans[i]
         d = None if dH is None else (dH[b0:b1] if last_only else dH[:, b0:b1])
-        return _scan_backward(blocks[i], h0[b0:b1], R, d, last_only, activation, needs, G[:, b0:b1])
+        return _scan_backward(
+            blocks[i], h0[b0:b1], R, d, last_only, activation, part_needs, G[:, b0:b1]
+        )
 
     shares = parts.in_parts(run, len(batch_spans))
     grad_h0 = torch.cat([s[0] for s in shares]) if needs[1] else None
-    grad_R = parts.total([s[1] for s in shares]) if needs[2] else None
+    if whole and H is not None:  # H_prev^T G: h_0^T g_1, then the outputs h_1 .. h_{T-1}
+        units = H.shape[-1]
+        grad_R = h0.t() @ G[0]
+        if T > 1:
+            grad_R.addmm_(H[:-1].reshape(-1, units).t(), G[1:].reshape(-1, units))
+    else:
+        grad_R = parts.total([s[1] for s in shares]) if needs[2] else None
     return (G if needs[0] else None), grad_h0, grad_R
 
 
@@ -178,19 +195,20 @@ def _scan_backward(
     Rt = R.t()
     if dH is None:
         dH = torch.zeros_like(h0 if last_only else G)
-    g = None
-    t = T
-    for blk in reversed(blocks):
-        for i in range(blk.shape[0] - 1, -1, -1):
-            t -= 1
-            out = G[t]
-            if g is None:
-                out.copy_(dH if last_only else dH[t])
-            elif last_only:
-                torch.mm(g, Rt, out=out)
-            else:
-                torch.addmm(dH[t], g, Rt, out=out)
-            g = _times_derivative_(out, blk[i], activation)
+    # G first holds f' of every step, formed a block at a time; the step then multiplies in
+    # the gradient reaching it: g_t = f'_t * (dL/dh_t + g_{t+1} R^T)
+    t = 0
+    for blk in blocks:
+        _derivative(blk, activation, G[t : t + blk.shape[0]])
+        t += blk.shape[0]
+    buf = torch.empty_like(h0)
+    G[T - 1].mul_(dH if last_only else dH[T - 1])
+    for t in range(T - 2, -1, -1):
+        if last_only:
+            torch.mm(G[t + 1], Rt, out=buf)
+        else:
+            torch.addmm(dH[t], G[t + 1], Rt, out=buf)
+        G[t].mul_(buf)
     grad_h0 = G[0] @ Rt if needs[1] else None
     grad_R = None
     if needs[2]:
@@ -241,14 +259,9 @@ class _SimpleRNNScanInPlace(torch.autograd.Function):
         # dH, of the storage output, is None: simple_rnn_scan hands out only h_T
         h0, R, H = ctx.saved_tensors
         spans = ctx.batch_spans
-        if len(spans) == 1:
-            blocks = [[H]]
-        else:  # blocks of steps: the weight gradient's products copy part rows block by block
-            row_bytes = (spans[0][1] - spans[0][0]) * H.shape[-1] * H.element_size()
-            steps = _step_spans(H.shape[0], row_bytes)
-            blocks = [[H[t0:t1, b0:b1] for t0, t1 in steps] for b0, b1 in spans]
+        blocks = [[H[:, b0:b1]] for b0, b1 in spans]  # the gradient of R is formed from H
         grads = _scan_backward_parts(
-            blocks, spans, h0, R, dh, True, ctx.activation, ctx.needs_input_grad
+            blocks, spans, h0, R, dh, True, ctx.activation, ctx.needs_input_grad, H
         )
         return (*grads, None)
 
@@ -321,10 +334,13 @@ class _ConvProjectedFFT(torch.autograd.Function):
         Gf = torch.fft.rfft(G.transpose(1, 2), n=nfft)  # (md, k, F)
         out = torch.empty(T, batch, k, dtype=u.dtype, device=u.device)
         rows = max(1, block_elements(u.device, _BLOCK_ELEMENTS) // (k * Gf.shape[-1]))
+        # one product and one transform buffer for every block: a block's temporaries are
+        # megabytes, which the C allocator may otherwise map afresh (page faults) every time
+        Pbuf = Uf.new_empty(min(rows, batch), k, Gf.shape[-1])
         for b0 in range(0, batch, rows):
             b1 = min(batch, b0 + rows)
             if md == 1:
-                P = Uf[b0:b1] * Gf  # (rows, k, F)
+                P = torch.mul(Uf[b0:b1], Gf, out=Pbuf[: b1 - b0])  # (rows, k, F)
             else:
                 P = torch.einsum("bdf,dkf->bkf", Uf[b0:b1], Gf)
             y = torch.fft.irfft(P, n=nfft)[..., :T].permute(2, 0, 1)
@@ -353,11 +369,18 @@ class _ConvProjectedFFT(torch.autograd.Function):
         )
         grad_x = x.new_empty(x.shape) if (x is not None and ctx.needs_input_grad[4]) else None
         grad_Wx = torch.zeros_like(Wx) if (x is not None and ctx.needs_input_grad[5]) else None
-        Gc = Gf.conj()
+        Gc = Gf.conj().resolve_conj()
         Uc = Uf[:, 0].conj().resolve_conj() if (md == 1 and need_G) else None
+        # buffers for every block (as in the forward): the output gradient's block, zero
+        # past T, its spectrum, and the products summed into the gradient of u
+        F = Gf.shape[-1]
+        Dbuf = dout.new_zeros(min(rows, batch), dout.shape[-1], nfft)
+        Sbuf = Gf.new_empty(min(rows, batch), dout.shape[-1], F) if need_u and md == 1 else None
         for b0 in range(0, batch, rows):
             b1 = min(batch, b0 + rows)
-            dOf = torch.fft.rfft(dout[:, b0:b1].permute(1, 2, 0), n=nfft)  # (rows, k, F)
+            Dblk = Dbuf[: b1 - b0]
+            Dblk[..., :T].copy_(dout[:, b0:b1].permute(1, 2, 0))
+            dOf = torch.fft.rfft(Dblk)  # (rows, k, F)
             dT = dout[:, b0:b1].transpose(0, 1)  # (rows, T, k), still in cache
             if grad_bias is not None:
                 grad_bias += dT.sum((0, 1))
@@ -366,8 +389,8 @@ class _ConvProjectedFFT(torch.autograd.Function):
             if grad_Wx is not None:
                 grad_Wx += torch.bmm(x[b0:b1].transpose(1, 2), dT).sum(0)
             if need_u:
-                if md == 1:  # sum_k dOf conj(Gf), one fused reduction
-                    gUf[b0:b1, 0] = torch.linalg.vecdot(Gf, dOf, dim=1)
+                if md == 1 and Sbuf is not None:  # sum_k dOf conj(Gf)
+                    torch.sum(torch.mul(dOf, Gc, out=Sbuf[: b1 - b0]), 1, out=gUf[b0:b1, 0])
                 else:
                     gUf[b0:b1] = torch.einsum("bkf,dkf->bdf", dOf, Gc)
             if need_G:

@@ -16,6 +16,8 @@ from torch.autograd.function import once_differentiable
 
 import lmu.system
 
+from . import workspace
+
 __all__ = [
     "FFT_BLOCK_ELEMENTS",
     "GPU_BLOCK_ELEMENTS",
@@ -111,7 +113,7 @@ class _FFTConv(torch.autograd.Function):
         nfft = fft_length(T + K - 1)
         Uf = torch.fft.fft(u.transpose(1, 2), n=nfft)  # (b, md, nfft)
         Hz = _packed_spectrum(H, nfft)  # (n, pairs, nfft)
-        out = torch.empty(batch, T, md, order, dtype=u.dtype, device=u.device)
+        out = workspace.empty(batch, T, md, order, dtype=u.dtype, device=u.device)
         blocks = _blocks(batch, md, Hz.shape[1], nfft, block)
         prod = _scratch(Hz, blocks, nfft)
         for i, (d0, d1), (p0, p1) in blocks:

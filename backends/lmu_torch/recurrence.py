@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from . import parts
+from . import parts, workspace
 from .convolution import block_elements
 
 __all__ = ["SCAN_ACTIVATIONS", "conv_projected_fft", "simple_rnn_scan"]
@@ -154,7 +154,7 @@ def _scan_backward_parts(
     a block of steps are not contiguous, and each of its GEMMs would copy them first.
     """
     T = sum(blk.shape[0] for blk in blocks[0])
-    G = h0.new_empty(T, *h0.shape)
+    G = workspace.empty(T, *h0.shape, dtype=h0.dtype, device=h0.device)
     dH = None if dH is None else dH.contiguous()
     whole = H is not None and H.is_contiguous() and needs[2]
     part_needs = (*needs[:2], False, *needs[3:]) if whole else needs
@@ -332,7 +332,7 @@ class _ConvProjectedFFT(torch.autograd.Function):
         K, k = G.shape[1], G.shape[2]
         Uf = torch.fft.rfft(u.transpose(1, 2), n=nfft)  # (batch, md, F)
         Gf = torch.fft.rfft(G.transpose(1, 2), n=nfft)  # (md, k, F)
-        out = torch.empty(T, batch, k, dtype=u.dtype, device=u.device)
+        out = workspace.empty(T, batch, k, dtype=u.dtype, device=u.device)
         rows = max(1, block_elements(u.device, _BLOCK_ELEMENTS) // (k * Gf.shape[-1]))
         # one product and one transform buffer for every block: a block's temporaries are
         # megabytes, which the C allocator may otherwise map afresh (page faults) every time

@@ -1,0 +1,149 @@
+"""Reused CPU memory for the largest tensors the layers make on every call.
+
+The C allocator (glibc) maps every allocation of 32 MB and more afresh and returns it to the
+system when it is freed, so a tensor that size costs one page fault per 4 KB page each time
+it is first written: for the full-sequence FFT's output (case B: 268 MB per train step) and
+the SimpleRNN scan's input and gradient (case D: 66 MB each), about as much time as the
+arithmetic that fills them.  :func:`empty` hands out such tensors from a small pool of
+buffers that stay mapped between calls instead; a buffer is handed out again only once no
+tensor uses it any more (no output, view or tensor saved for backward), which its reference
+count tells exactly.  Smaller tensors, other devices and dtypes NumPy lacks take
+:func:`torch.empty`.
+
+The pool holds at most :data:`MAX_BYTES` in all (the buffers stay mapped between calls, as
+with PyTorch's caching allocator on a GPU); :func:`release` empties it and
+``lmu_torch.workspace.enabled = False`` turns it off.  Tensors from the pool are ordinary CPU
+tensors, except that their storage cannot be resized (``resize_`` to a larger size fails).
+"""
+
+from __future__ import annotations
+
+import mmap
+import sys
+import threading
+from collections import OrderedDict
+
+import numpy as np
+import torch
+
+__all__ = ["MAX_BYTES", "MIN_BYTES", "empty", "enabled", "pooled_bytes", "release"]
+
+#: Tensors of at least this many bytes come from the pool (glibc maps these afresh).
+MIN_BYTES = 32 << 20
+#: The pool's buffers take at most this many bytes in all; a tensor that does not fit once
+#: the free buffers are dropped takes :func:`torch.empty`.
+MAX_BYTES = 1 << 30
+#: False: every tensor takes :func:`torch.empty`.
+enabled = True
+
+_NUMPY = {
+    torch.float32: np.float32,
+    torch.float64: np.float64,
+    torch.complex64: np.complex64,
+    torch.complex128: np.complex128,
+}
+_LOCK = threading.Lock()
+#: (elements, dtype) -> buffers, least recently handed out first
+_pool: OrderedDict[tuple[int, torch.dtype], list[np.ndarray]] = OrderedDict()
+
+
+def _refs(buffer: np.ndarray) -> int:
+    return sys.getrefcount(buffer)
+
+
+def _idle_refs() -> int:
+    """A buffer's references while no tensor uses it, seen as :func:`_idle` sees them: its
+    pool list's, the loop's, the calls' (measured, as the interpreter decides them)."""
+    for probe in [np.empty(1)]:
+        return _refs(probe)
+    raise AssertionError("unreachable")
+
+
+_IDLE_REFS = _idle_refs()
+
+
+def _idle(buffer: np.ndarray) -> bool:
+    # the same references as _idle_refs counts: the caller's list and name, this argument
+    return sys.getrefcount(buffer) <= _IDLE_REFS
+
+
+def _mapped(numel: int, dtype: type) -> np.ndarray:
+    """A new array of ``numel`` elements in an anonymous memory mapping of its own.
+
+    Page-aligned, and in ordinary pages: NumPy's own large arrays ask Linux for 2 MB pages,
+    which made these buffers slower on the 2-core benchmark VM.
+    """
+    size = np.dtype(dtype).itemsize
+    return np.frombuffer(mmap.mmap(-1, numel * size), dtype=dtype, count=numel)
+
+
+def pooled_bytes() -> int:
+    """Bytes the pool's buffers take now."""
+    with _LOCK:
+        return sum(b.nbytes for buffers in _pool.values() for b in buffers)
+
+
+def release() -> None:
+    """Drop the pool's buffers (those still used by tensors live on with them)."""
+    with _LOCK:
+        _pool.clear()
+
+
+def _make_room(nbytes: int) -> bool:
+    """Drop idle buffers, least recently used first, until ``nbytes`` more fit."""
+    held = sum(b.nbytes for buffers in _pool.values() for b in buffers)
+    for key in list(_pool):
+        if held + nbytes <= MAX_BYTES:
+            break
+        keep = []
+        for buffer in _pool[key]:
+            if held + nbytes > MAX_BYTES and _idle(buffer):
+                held -= buffer.nbytes
+            else:
+                keep.append(buffer)
+        if keep:
+            _pool[key] = keep
+        else:
+            del _pool[key]
+    return held + nbytes <= MAX_BYTES
+
+
+def empty(
+    *shape: int, dtype: torch.dtype, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """``torch.empty(*shape, dtype=dtype, device=device)``, from the pool when large (CPU).
+
+    Returns
+    -------
+    torch.Tensor
+        A new contiguous tensor, uninitialised, that shares memory with no live tensor.
+    """
+    dev = torch.device("cpu") if device is None else torch.device(device)
+    numel = 1
+    for n in shape:
+        numel *= n
+    np_dtype = _NUMPY.get(dtype)
+    if (
+        not enabled
+        or dev.type != "cpu"
+        or np_dtype is None
+        or numel == 0
+        or numel * np.dtype(np_dtype).itemsize < MIN_BYTES
+        or _IDLE_REFS < 1  # an interpreter whose reference counts say nothing
+        or torch.compiler.is_compiling()  # traced: no NumPy memory in graphs
+        or torch.compiler.is_exporting()
+    ):
+        return torch.empty(*shape, dtype=dtype, device=device)
+    key = (numel, dtype)
+    with _LOCK:
+        buffers = _pool.get(key, [])
+        for buffer in buffers:
+            if _idle(buffer):
+                _pool.move_to_end(key)
+                return torch.from_numpy(buffer).view(shape)
+        if not _make_room(numel * np.dtype(np_dtype).itemsize):
+            return torch.empty(*shape, dtype=dtype, device=device)
+        buffer = _mapped(numel, np_dtype)
+        _pool.setdefault(key, []).append(buffer)
+        _pool.move_to_end(key)
+        return torch.from_numpy(buffer).view(shape)

@@ -1,0 +1,177 @@
+"""The pool of reused CPU buffers (lmu_torch.workspace) and the layers that take from it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from lmu_torch import LMU, workspace  # noqa: E402
+from lmu_torch.recurrence import conv_projected_fft, simple_rnn_scan  # noqa: E402
+
+SHAPE = (4, 256)  # 4 KB in float32
+
+
+@pytest.fixture
+def pool_all(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every tensor the layers take from the workspace comes from the pool."""
+    monkeypatch.setattr(workspace, "MIN_BYTES", 1)
+    monkeypatch.setattr(workspace, "enabled", True)
+    workspace.release()
+    yield
+    workspace.release()
+
+
+def _take() -> torch.Tensor:
+    return workspace.empty(*SHAPE, dtype=torch.float32)
+
+
+def test_idle_buffer_is_handed_out_again(pool_all: None) -> None:
+    a = _take()
+    ptr = a.data_ptr()
+    assert a.shape == SHAPE and a.dtype == torch.float32 and a.is_contiguous()
+    del a
+    assert _take().data_ptr() == ptr
+    assert workspace.pooled_bytes() == 4 * 256 * 4
+
+
+def test_buffer_in_use_is_not_handed_out(pool_all: None) -> None:
+    a = _take()
+    ptr_a = a.data_ptr()
+    b = _take()  # a lives: a buffer of its own
+    assert b.data_ptr() != ptr_a
+    view = a[1:]
+    del a  # its view keeps the buffer in use
+    c = _take()
+    assert c.data_ptr() not in (ptr_a, b.data_ptr())
+    del view
+    assert _take().data_ptr() == ptr_a
+
+
+def test_buffer_saved_for_backward_is_in_use(pool_all: None) -> None:
+    w = torch.randn(SHAPE, requires_grad=True)
+    a = _take().copy_(torch.randn(SHAPE))
+    ptr = a.data_ptr()
+    loss = (w * a).sum()  # autograd saves a for w's gradient
+    del a
+    assert _take().data_ptr() != ptr
+    loss.backward()  # frees the graph and with it the saved tensor
+    assert _take().data_ptr() == ptr
+
+
+def test_pool_stays_within_max_bytes(pool_all: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(workspace, "MAX_BYTES", 2 * 4 * 256 * 4)  # two buffers
+    held = [_take(), _take()]
+    extra = _take()  # no room: an ordinary tensor
+    assert workspace.pooled_bytes() == 2 * 4 * 256 * 4
+    assert extra.data_ptr() not in [t.data_ptr() for t in held]
+    del held
+    other = workspace.empty(8, 256, dtype=torch.float32)  # idle buffers make room
+    assert workspace.pooled_bytes() <= 2 * 4 * 256 * 4
+    assert other.shape == (8, 256)
+
+
+def test_plain_tensors_where_the_pool_does_not_apply(
+    pool_all: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert workspace.empty(*SHAPE, dtype=torch.bfloat16).dtype == torch.bfloat16
+    assert workspace.empty(0, 4, dtype=torch.float32).numel() == 0
+    monkeypatch.setattr(workspace, "enabled", False)
+    assert _take().shape == SHAPE
+    monkeypatch.setattr(workspace, "enabled", True)
+    monkeypatch.setattr(workspace, "MIN_BYTES", 1 << 30)
+    assert _take().shape == SHAPE
+    assert workspace.pooled_bytes() == 0
+
+
+def test_release_keeps_buffers_in_use_alive(pool_all: None) -> None:
+    a = _take().fill_(3.0)
+    workspace.release()
+    assert workspace.pooled_bytes() == 0
+    b = _take().fill_(5.0)
+    assert a.data_ptr() != b.data_ptr()
+    assert bool((a == 3.0).all())
+
+
+def test_threads_get_distinct_buffers(pool_all: None) -> None:
+    got: list[torch.Tensor] = []
+    lock = threading.Lock()
+    start = threading.Barrier(4)
+
+    def work() -> None:
+        start.wait()
+        for _ in range(50):
+            t = _take()
+            with lock:
+                got.append(t)  # all of them stay alive
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert len({t.data_ptr() for t in got}) == len(got) == 200
+
+
+def _fft_layer(**options: object) -> LMU:
+    torch.manual_seed(0)
+    return LMU(
+        1,
+        memory_d=2,
+        order=6,
+        theta=9.5,
+        return_sequences=True,
+        conv_mode="fft",
+        **options,  # type: ignore[arg-type]
+    ).double()
+
+
+@pytest.mark.parametrize(
+    "hidden",
+    [None, {"type": "simple_rnn", "units": 5}],
+    ids=["no_hidden", "simple_rnn"],
+)
+def test_layer_outputs_kept_across_calls_stay_intact(pool_all: None, hidden: object) -> None:
+    layer = _fft_layer(hidden_cell=hidden, input_to_hidden=hidden is not None)
+    x1, x2 = torch.randn(3, 20, 1, dtype=torch.float64), torch.randn(3, 20, 1, dtype=torch.float64)
+    out1, _ = layer(x1)
+    kept = out1.clone()
+    out2, _ = layer(x2)  # out1 still alive: the second call must not write into it
+    torch.testing.assert_close(out1, kept, rtol=0, atol=0)
+    workspace.enabled = False
+    expected2, _ = layer(x2)
+    torch.testing.assert_close(out2, expected2, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("last_only", [True, False])
+def test_scan_and_projected_fft_gradients_with_the_pool(pool_all: None, last_only: bool) -> None:
+    torch.manual_seed(1)
+    T, batch, units = 12, 3, 4
+    u = torch.randn(batch, T, 1, dtype=torch.float64, requires_grad=True)
+    G = torch.randn(1, T, units, dtype=torch.float64, requires_grad=True)
+    R = (0.3 * torch.randn(units, units, dtype=torch.float64)).requires_grad_()
+    h0 = torch.randn(batch, units, dtype=torch.float64, requires_grad=True)
+
+    def f(u: torch.Tensor, G: torch.Tensor, R: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
+        a = conv_projected_fft(u, G, None, 32)
+        return simple_rnn_scan(a, h0, R, "tanh", last_only=last_only, consume=last_only)
+
+    assert torch.autograd.gradcheck(f, (u, G, R, h0))
+    # twice through one graph (retain_graph): the pool's buffers are still those of this graph
+    out = f(u, G, R, h0)
+    (g1,) = torch.autograd.grad(out.sum(), R, retain_graph=True)
+    (g2,) = torch.autograd.grad(out.sum(), R)
+    torch.testing.assert_close(g1, g2, rtol=0, atol=0)
+
+
+def test_compiled_layer_takes_no_pool_memory(pool_all: None) -> None:
+    layer = _fft_layer()
+    x = torch.randn(2, 16, 1, dtype=torch.float64)
+    expected, _ = layer(x)
+    workspace.release()
+    out, _ = torch.compile(layer, backend="aot_eager")(x)
+    torch.testing.assert_close(out, expected)
+    assert workspace.pooled_bytes() == 0

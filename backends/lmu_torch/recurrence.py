@@ -334,8 +334,8 @@ class _ConvProjectedFFT(torch.autograd.Function):
         Gf = torch.fft.rfft(G.transpose(1, 2), n=nfft)  # (md, k, F)
         out = workspace.empty(T, batch, k, dtype=u.dtype, device=u.device)
         rows = max(1, block_elements(u.device, _BLOCK_ELEMENTS) // (k * Gf.shape[-1]))
-        # one product and one transform buffer for every block: a block's temporaries are
-        # megabytes, which the C allocator may otherwise map afresh (page faults) every time
+        # one product buffer for every block: a block's temporaries are megabytes, which the
+        # C allocator may otherwise map afresh (page faults) every time
         Pbuf = Uf.new_empty(min(rows, batch), k, Gf.shape[-1])
         for b0 in range(0, batch, rows):
             b1 = min(batch, b0 + rows)
@@ -372,7 +372,7 @@ class _ConvProjectedFFT(torch.autograd.Function):
         Gc = Gf.conj().resolve_conj()
         Uc = Uf[:, 0].conj().resolve_conj() if (md == 1 and need_G) else None
         # buffers for every block (as in the forward): the output gradient's block, zero
-        # past T, its spectrum, and the products summed into the gradient of u
+        # past T, and the products summed into the gradient of u
         F = Gf.shape[-1]
         Dbuf = dout.new_zeros(min(rows, batch), dout.shape[-1], nfft)
         Sbuf = Gf.new_empty(min(rows, batch), dout.shape[-1], F) if need_u and md == 1 else None

@@ -74,7 +74,11 @@ def _mapped(numel: int, dtype: type) -> np.ndarray:
     which made these buffers slower on the 2-core benchmark VM.
     """
     size = np.dtype(dtype).itemsize
-    return np.frombuffer(mmap.mmap(-1, numel * size), dtype=dtype, count=numel)
+    if hasattr(mmap, "MAP_PRIVATE"):  # private: a forked process gets its own copy
+        area = mmap.mmap(-1, numel * size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    else:
+        area = mmap.mmap(-1, numel * size)
+    return np.frombuffer(area, dtype=dtype, count=numel)
 
 
 def pooled_bytes() -> int:

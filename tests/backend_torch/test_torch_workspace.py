@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import threading
 from collections.abc import Iterator
 
@@ -175,3 +177,18 @@ def test_compiled_layer_takes_no_pool_memory(pool_all: None) -> None:
     out, _ = torch.compile(layer, backend="aot_eager")(x)
     torch.testing.assert_close(out, expected)
     assert workspace.pooled_bytes() == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_process_writes_its_own_copy(pool_all: None) -> None:
+    a = _take().fill_(1.0)
+    ctx = multiprocessing.get_context("fork")
+
+    def child() -> None:
+        a.fill_(7.0)  # the child's copy of the pool's memory
+
+    proc = ctx.Process(target=child)
+    proc.start()
+    proc.join(60)
+    assert proc.exitcode == 0
+    assert bool((a == 1.0).all())

@@ -48,23 +48,20 @@ _pool: OrderedDict[tuple[int, torch.dtype], list[np.ndarray]] = OrderedDict()
 
 
 def _refs(buffer: np.ndarray) -> int:
+    """``buffer``'s reference count, called as ``for buffer in a_list: _refs(buffer)``."""
     return sys.getrefcount(buffer)
 
 
 def _idle_refs() -> int:
-    """A buffer's references while no tensor uses it, seen as :func:`_idle` sees them: its
-    pool list's, the loop's, the calls' (measured, as the interpreter decides them)."""
+    """A buffer's references while no tensor uses it, as :func:`_refs` counts them in the
+    pool's loops: its list's, the loop's name, the call's (measured, as the interpreter
+    decides them)."""
     for probe in [np.empty(1)]:
         return _refs(probe)
     raise AssertionError("unreachable")
 
 
 _IDLE_REFS = _idle_refs()
-
-
-def _idle(buffer: np.ndarray) -> bool:
-    # the same references as _idle_refs counts: the caller's list and name, this argument
-    return sys.getrefcount(buffer) <= _IDLE_REFS
 
 
 def _mapped(numel: int, dtype: type) -> np.ndarray:
@@ -81,10 +78,14 @@ def _mapped(numel: int, dtype: type) -> np.ndarray:
     return np.frombuffer(area, dtype=dtype, count=numel)
 
 
+def _held() -> int:
+    return sum(b.nbytes for buffers in _pool.values() for b in buffers)
+
+
 def pooled_bytes() -> int:
     """Bytes the pool's buffers take now."""
     with _LOCK:
-        return sum(b.nbytes for buffers in _pool.values() for b in buffers)
+        return _held()
 
 
 def release() -> None:
@@ -95,13 +96,13 @@ def release() -> None:
 
 def _make_room(nbytes: int) -> bool:
     """Drop idle buffers, least recently used first, until ``nbytes`` more fit."""
-    held = sum(b.nbytes for buffers in _pool.values() for b in buffers)
+    held = _held()
     for key in list(_pool):
         if held + nbytes <= MAX_BYTES:
             break
         keep = []
         for buffer in _pool[key]:
-            if held + nbytes > MAX_BYTES and _idle(buffer):
+            if held + nbytes > MAX_BYTES and _refs(buffer) <= _IDLE_REFS:
                 held -= buffer.nbytes
             else:
                 keep.append(buffer)
@@ -127,12 +128,13 @@ def empty(
     for n in shape:
         numel *= n
     np_dtype = _NUMPY.get(dtype)
+    nbytes = 0 if np_dtype is None else numel * np.dtype(np_dtype).itemsize
     if (
         not enabled
         or dev.type != "cpu"
         or np_dtype is None
         or numel == 0
-        or numel * np.dtype(np_dtype).itemsize < MIN_BYTES
+        or nbytes < MIN_BYTES
         or _IDLE_REFS < 1  # an interpreter whose reference counts say nothing
         or torch.compiler.is_compiling()  # traced: no NumPy memory in graphs
         or torch.compiler.is_exporting()
@@ -142,10 +144,10 @@ def empty(
     with _LOCK:
         buffers = _pool.get(key, [])
         for buffer in buffers:
-            if _idle(buffer):
+            if _refs(buffer) <= _IDLE_REFS:
                 _pool.move_to_end(key)
                 return torch.from_numpy(buffer).view(shape)
-        if not _make_room(numel * np.dtype(np_dtype).itemsize):
+        if not _make_room(nbytes):
             return torch.empty(*shape, dtype=dtype, device=device)
         buffer = _mapped(numel, np_dtype)
         _pool.setdefault(key, []).append(buffer)

@@ -29,9 +29,11 @@ chunk),
 so the chunk's free response ``\hat m P^{k+1} [r | W_m]`` is one GEMM for all its steps, and
 the response to the chunk's own inputs is a short convolution with the vectors
 ``B P^i [r | W_m]`` (at most L of them).  The step loop is left with ``h_{t-1} [k_h | U]``
-plus that convolution: one GEMM over the hidden width and one over at most L inputs.  The
-term ``u_t B W_m`` of the step's own input is folded into the weights (``u_t`` is the first
-column of the same product), so one step is two GEMMs, a copy and the activation.  The
+plus that convolution.  The term ``u_t B W_m`` of the step's own input is folded into the
+weights (``u_t`` is the first column of the same product).  So one step adds its GEMM over
+the hidden width to its row of the chunk's pre-activations, hands its ``u_t`` on to the
+chunk's later rows (one broadcast multiply-add with the vectors above) and applies the
+activation (tanh through NumPy on the CPU: :func:`lmu_torch.recurrence.tanh_array`).  The
 memory after the chunk is ``[\hat m | u] [P^L ; B P^{L-1-j}]``, one more GEMM per chunk.
 
 **Backward.**  With ``g_t = dL/d(pre-activation)``, ``\bar u_t = dL/du_t`` and
@@ -66,11 +68,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
 from . import parts
-from .recurrence import SCAN_ACTIVATIONS, _step_spans
+from .recurrence import SCAN_ACTIVATIONS, _step_spans, tanh_array
 
 __all__ = ["chunk_length", "fused_recurrence", "make_plan", "plan_key"]
 
@@ -198,37 +201,38 @@ def _forward_part(
     m_hats = torch.empty(n_chunks + 1, batch, N, dtype=dtype, device=device)
     m_hats[0] = m0
     zbuf = torch.empty(batch, N + L, dtype=dtype, device=device)  # [m_hat | chunk's u]
+    # the chunk's pre-activations [u_t | a_t], batch first; each step completes its own row
+    # in place and passes its u_t on to the later rows (the convolution with g)
     ebuf = torch.empty(batch * L * width, dtype=dtype, device=device)
-    s = torch.empty(batch, width, dtype=dtype, device=device)  # [u_t | pre-activation]
+    e_arr = tanh_array(ebuf, activation)
     cbuf = torch.empty(L * batch * units, dtype=dtype, device=device)
-    s0 = s[:, 0]
+    g_up = plan.g_fold.flip(0)  # rows for lags 1 .. L-1
     views: dict[int, Any] = {}  # per chunk length: the step loop's views of the buffers
 
     def step_views(Lc: int) -> Any:
         if Lc not in views:
-            E = ebuf[: batch * Lc * width].view(batch, Lc * width)
-            uc = zbuf[:, N : N + Lc]
+            E = ebuf[: batch * Lc * width].view(batch, Lc, width)
+            arr = None if e_arr is None else e_arr[: batch * Lc * width].reshape(batch, Lc, width)
             views[Lc] = (
                 E,
-                E.view(batch, Lc, width).unbind(1),
-                uc,
-                [uc[:, :k] for k in range(Lc)],
-                uc.unbind(1),
-                [plan.g_fold[L - 1 - k :] for k in range(Lc)],
+                E.unbind(1),
+                None if arr is None else [arr[:, k] for k in range(Lc)],
+                [(E[:, k + 1 :], E[:, k : k + 1, :1], g_up[: Lc - 1 - k]) for k in range(Lc - 1)],
+                E[:, :, 0],
             )
         return views[Lc]
 
     h = h0
     chunk = 0
     for (a, b), H_blk, U_blk in zip(blocks, Hs, Us, strict=True):
-        H_rows = H_blk.unbind(0)
+        H_rows, h_rows = H_blk.unbind(0), H_blk[:, :, 1:].unbind(0)
+        H_arr = tanh_array(H_blk, activation)
         for t0 in range(a, b, L):
             Lc = min(L, b - t0)
             m_hat = m_hats[chunk]
             zbuf[:, :N] = m_hat
-            E, E_rows, uc, u_done, u_cols, g_rows = step_views(Lc)
-            torch.mm(m_hat, plan.F_fold[:, : Lc * width], out=E)
-            E = E.view(batch, Lc, width)
+            E, E_rows, E_arrs, passes, uc = step_views(Lc)
+            torch.mm(m_hat, plan.F_fold[:, : Lc * width], out=E.view(batch, Lc * width))
             xc = xp[t0 : t0 + Lc, :, 0].t()
             E[:, :, 0] += xc
             Ec = E[:, :, 1:].addcmul_(xc[:, :, None], plan.w0)
@@ -244,14 +248,18 @@ def _forward_part(
             elif bc is not None:
                 Ec.add_(bc)
             for k in range(Lc):
+                t = t0 - a + k
                 if W1_fold is not None:
-                    torch.addmm(E_rows[k], h, W1_fold, out=s)
+                    E_rows[k].addmm_(h, W1_fold)
+                if k + 1 < Lc:  # u_t's share of the later steps of the chunk
+                    later, u_t, g = passes[k]
+                    later.addcmul_(u_t, g)
+                if H_arr is not None and E_arrs is not None:
+                    np.tanh(E_arrs[k], out=H_arr[t])
                 else:
-                    s.copy_(E_rows[k])
-                if k:
-                    s.addmm_(u_done[k], g_rows[k])
-                u_cols[k].copy_(s0)
-                h = _activate(s, H_rows[t0 - a + k], activation)[:, 1:]
+                    _activate(E_rows[k], H_rows[t], activation)
+                h = h_rows[t]
+            zbuf[:, N : N + Lc] = uc
             U_blk[t0 - a : t0 - a + Lc] = uc.t()
             chunk += 1
             end = plan.phi[: N + Lc, (Lc - 1) * N : Lc * N]

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 try:
     import lmu_torch.execution as execution
+    import lmu_torch.fused as fused
     import lmu_torch.parts as parts
+    import lmu_torch.recurrence as recurrence
     import torch
 except ImportError:  # the tests of this folder skip themselves
     torch = None
@@ -60,3 +63,23 @@ def fused_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(execution, "fused_recurrence", spy)
     return calls
+
+
+@pytest.fixture(params=["numpy", "torch"])
+def tanh_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The step loops' tanh through NumPy (where it applies) or through torch.
+
+    ``numpy`` says which; ``used`` holds, per stored block of outputs, whether NumPy applied
+    it (so that neither path goes untested).
+    """
+    path = SimpleNamespace(numpy=request.param == "numpy", used=[])
+    real = recurrence.tanh_array
+
+    def spy(t: Any, activation: str) -> Any:
+        arr = real(t, activation) if path.numpy else None
+        path.used.append(arr is not None)
+        return arr
+
+    monkeypatch.setattr(recurrence, "tanh_array", spy)
+    monkeypatch.setattr(fused, "tanh_array", spy)
+    return path

@@ -122,7 +122,9 @@ def test_forward_and_every_gradient_match_autograd(
     assert part_calls == [n_parts, n_parts], "forward and backward, each in that many parts"
 
 
-def test_gradcheck_through_the_function(n_parts: int, part_calls: list[int]) -> None:
+def test_gradcheck_through_the_function(
+    n_parts: int, part_calls: list[int], tanh_path: Any
+) -> None:
     gen = torch.Generator().manual_seed(3)
     T, batch, N, units = 5, 2, 4, 3
 
@@ -140,6 +142,7 @@ def test_gradcheck_through_the_function(n_parts: int, part_calls: list[int]) -> 
 
     assert torch.autograd.gradcheck(fn, (*leaves, *states, *weights))
     assert set(part_calls) == {n_parts}
+    assert tanh_path.used and set(tanh_path.used) == {tanh_path.numpy}
 
 
 def test_rejects_trainable_matrices_and_other_activations() -> None:
@@ -270,7 +273,7 @@ def test_falls_back_where_it_does_not_apply(extra: dict[str, Any], fused_calls: 
 
 
 def test_float32_is_as_accurate_as_the_plain_loop(
-    fused_calls: list[int], monkeypatch: pytest.MonkeyPatch
+    fused_calls: list[int], monkeypatch: pytest.MonkeyPatch, tanh_path: Any
 ) -> None:
     """Chunks, folded weights and the FFT gradient lose no more float32 accuracy than autograd."""
     x = torch.randn(4, 600, 2, dtype=F64, generator=torch.Generator().manual_seed(7))
@@ -299,6 +302,7 @@ def test_float32_is_as_accurate_as_the_plain_loop(
     fused = run(torch.float32, True)
     plain = run(torch.float32, False)
     assert len(fused_calls) == 1
+    assert tanh_path.used and set(tanh_path.used) == {tanh_path.numpy}
     for i, e in enumerate(exact):
         scale = e.abs().max().item()
         err_fused = (fused[i].to(F64) - e).abs().max().item() / scale

@@ -25,9 +25,10 @@ def test_scan_gradcheck(
     block_bytes: int,
     activation: str,
     last_only: bool,
+    tanh_path: Any,
 ) -> None:
     """Steps are stored in blocks (of one, two or all steps): the gradients cross them; the
-    batch runs in one part or two."""
+    batch runs in one part or two; tanh through NumPy or torch."""
     monkeypatch.setattr(recurrence, "_STORE_BLOCK_BYTES", block_bytes)
     torch.manual_seed(0)
     a = torch.randn(6, 3, 4, dtype=torch.float64, requires_grad=True)
@@ -39,6 +40,7 @@ def test_scan_gradcheck(
         plain = fn(a, h0, R)
     assert_close(fn(a, h0, R), plain.numpy(), what="scan vs loop")
     assert set(part_calls) == {n_parts}
+    assert tanh_path.used and set(tanh_path.used) == {tanh_path.numpy and activation == "tanh"}
 
 
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
@@ -74,7 +76,7 @@ def test_scan_in_place_matches_the_scan(
     assert torch.equal(view, a)
 
 
-def test_scan_in_place_gradcheck(n_parts: int, part_calls: list[int]) -> None:
+def test_scan_in_place_gradcheck(n_parts: int, part_calls: list[int], tanh_path: Any) -> None:
     torch.manual_seed(3)
     a = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
@@ -85,6 +87,25 @@ def test_scan_in_place_gradcheck(n_parts: int, part_calls: list[int]) -> None:
 
     assert torch.autograd.gradcheck(fn, (a, h0, R))
     assert set(part_calls) == {n_parts}
+    assert tanh_path.used and set(tanh_path.used) == {tanh_path.numpy}
+
+
+def test_tanh_array_is_offered_only_where_numpy_may_write() -> None:
+    """A plain CPU float32/float64 tensor (views included) shares its memory with the array;
+    anything else gets None, and torch applies the activation."""
+    t = torch.zeros(3, 5)
+    for view in (t, t[:, 1:], t.t()):
+        arr = recurrence.tanh_array(view, "tanh")
+        assert arr is not None and arr.shape == tuple(view.shape)
+        np.tanh(arr + 0.5, out=arr)
+        assert torch.equal(view, torch.full(view.shape, float(np.tanh(np.float32(0.5)))))
+        t.zero_()
+    assert recurrence.tanh_array(torch.zeros(2, dtype=torch.float64), "tanh") is not None
+    assert recurrence.tanh_array(t, "relu") is None
+    assert recurrence.tanh_array(torch.zeros(2, requires_grad=True), "tanh") is None
+    assert recurrence.tanh_array(torch.zeros(2, dtype=torch.bfloat16), "tanh") is None
+    assert recurrence.tanh_array(torch.zeros(2, dtype=torch.complex64), "tanh") is None
+    assert recurrence.tanh_array(torch.zeros(2, device="meta"), "tanh") is None
 
 
 @pytest.mark.parametrize("md", [1, 3])

@@ -73,7 +73,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from . import parts
-from .recurrence import SCAN_ACTIVATIONS, _step_spans, tanh_array
+from .recurrence import SCAN_ACTIVATIONS, _derivative, _step_spans, tanh_array
 
 __all__ = ["chunk_length", "fused_recurrence", "make_plan", "plan_key"]
 
@@ -148,13 +148,6 @@ def _activate(pre: torch.Tensor, out: torch.Tensor, activation: str) -> torch.Te
     if activation == "tanh":
         return torch.tanh(pre, out=out)
     return torch.clamp_min(pre, 0, out=out)
-
-
-def _derivative(H: torch.Tensor, out: torch.Tensor, activation: str) -> torch.Tensor:
-    """``f'(a)`` written in terms of the output ``h = f(a)``, into ``out``."""
-    if activation == "tanh":
-        return torch.mul(H, H, out=out).neg_().add_(1)
-    return out.copy_(H > 0)
 
 
 class _Part:
@@ -270,6 +263,7 @@ def _forward_part(
 def _backward_part(
     part: _Part,
     Hs: list[torch.Tensor],
+    H_full: list[torch.Tensor] | None,
     plan: _Plan,
     W1: torch.Tensor | None,
     x: torch.Tensor | None,
@@ -285,9 +279,11 @@ def _backward_part(
 ) -> tuple[torch.Tensor, torch.Tensor, Any, Any, Any, Any]:
     """The backward loop over some rows of the batch.
 
-    Writes the gradients of ``xp`` and ``x`` (these rows) into ``grad_xp`` and ``grad_x``;
-    returns ``(mu, y_0, S, grad_W1, grad_Wx, grad_bc)``: the carry into ``m0``, ``y`` of the
-    first step, and these rows' shares of the sums over the batch (None where not needed).
+    ``Hs`` are the stored outputs, blocks of (steps, rows, units); ``H_full`` the same blocks
+    with the u column in front, where they are contiguous tensors of the part's own.  Writes
+    the gradients of ``xp`` and ``x`` (these rows) into ``grad_xp`` and ``grad_x``; returns
+    ``(mu, y_0, S, grad_W1, grad_Wx, grad_bc)``: the carry into ``m0``, ``y`` of the first
+    step, and these rows' shares of the sums over the batch (None where not needed).
     """
     blocks, m_hats, L = part.blocks, part.m_hats, plan.L
     batch, units = h0.shape
@@ -346,7 +342,7 @@ def _backward_part(
             chunk -= 1
             Lc = min(L, b - t0)
             torch.mm(mu, plan.kT[:, L - Lc :], out=mu_beta[:, :Lc])
-            _derivative(H_blk[t0 - a : t0 - a + Lc], D[:Lc], activation)
+            _derivative(H_blk[t0 - a : t0 - a + Lc], activation, D[:Lc])
             ych.zero_()
             for k, (yn, g, Dk, base, later, gv, du) in reversed(list(enumerate(step_views(Lc)))):
                 t = t0 + k
@@ -374,25 +370,30 @@ def _backward_part(
             mu_next.addmm_(yv[:, : Lc * width], plan.F[:, : Lc * width].t())
             mu, mu_next = mu_next, mu
         # the block's share of the other gradients
+        # (products read the g columns of y, and of the stored outputs where they are
+        # whole blocks, as strided matrices: no copies)
         steps = b - a
         yt = yblk[:steps]
-        G = yt[:, :, 1:]
         rows = steps * batch
+        G = yt.view(rows, width)[:, 1:]
         if grad_W1 is not None:  # the sum of h_{t-1}^T y_t
             grad_W1.addmm_((h0 if j == 0 else Hs[j - 1][-1]).t(), yt[0])
             if steps > 1:
-                prev = H_blk[: steps - 1].reshape(rows - batch, units)
-                grad_W1.addmm_(prev.t(), yt[1:].reshape(rows - batch, width))
+                if H_full is not None:
+                    prev = H_full[j][: steps - 1].view(rows - batch, width)[:, 1:]
+                else:
+                    prev = H_blk[: steps - 1].reshape(rows - batch, units)
+                grad_W1.addmm_(prev.t(), yt[1:].view(rows - batch, width))
         if grad_xp is not None:
             grad_xp[a:b] = yt[:, :, :1]
         if grad_x is not None:
             assert Wx is not None
-            grad_x[a:b] = torch.matmul(G, Wx)
+            grad_x[a:b] = (G @ Wx).view(steps, batch, -1)
         if grad_Wx is not None:
             assert x is not None
-            grad_Wx.addmm_(G.reshape(rows, units).t(), x[a:b].reshape(rows, -1))
+            grad_Wx.addmm_(G.t(), x[a:b].reshape(rows, -1))
         if grad_bc is not None:
-            grad_bc += G.sum((0, 1))
+            grad_bc += G.sum(0)
     return mu, y_next, S, grad_W1, grad_Wx, grad_bc
 
 
@@ -443,8 +444,6 @@ class _FusedRecurrence(torch.autograd.Function):
             out = Hall[:, :, 1:]
             ctx.save_for_backward(x, Wx, h0, kh, Wm, U, out)
             return out, m_T
-        for p in states:  # the stored outputs without the u column
-            p.Hs = [H_blk[:, :, 1:] for H_blk in p.Hs]
         ctx.save_for_backward(x, Wx, h0, kh, Wm, U)
         return torch.cat([p.h for p in states]), m_T
 
@@ -466,12 +465,14 @@ class _FusedRecurrence(torch.autograd.Function):
             (b0, b1), part = spans[i], ctx.parts[i]
             if keep_all:
                 Hs = [saved[6][a:b, b0:b1] for a, b in part.blocks]
-                d = None if d_out is None else d_out[:, b0:b1]
-            else:
-                Hs, d = part.Hs, None if d_out is None else d_out[b0:b1]
+                H_full, d = None, None if d_out is None else d_out[:, b0:b1]
+            else:  # the part's own blocks, with the u column in front
+                Hs = [H_blk[:, :, 1:] for H_blk in part.Hs]
+                H_full, d = part.Hs, None if d_out is None else d_out[b0:b1]
             return _backward_part(
                 part,
                 Hs,
+                H_full,
                 plan,
                 W1,
                 None if x is None else x[:, b0:b1],

@@ -351,7 +351,12 @@ def simple_rnn_scan(
     outs = []
     h = h0
     for a_t in a.unbind(0):
-        h = act(torch.addmm(a_t, h, R))
+        h = torch.addmm(a_t, h, R)
+        arr = tanh_array(h, activation)
+        if arr is not None:  # the same tanh as the differentiable scan's
+            np.tanh(arr, out=arr)
+        else:
+            h = act(h)
         if not last_only:
             outs.append(h)
     return h if last_only else torch.stack(outs, dim=0)

@@ -35,7 +35,11 @@ _BLOCK_ELEMENTS = 1 << 18
 SCAN_ACTIVATIONS = ("tanh", "relu")
 
 
-def _activate_(v: torch.Tensor, activation: str) -> torch.Tensor:
+def _activate_(v: torch.Tensor, activation: str, arr: np.ndarray | None = None) -> torch.Tensor:
+    """``f(v)`` in place; through ``arr``, v's array from :func:`tanh_array`, where there is one."""
+    if arr is not None:
+        np.tanh(arr, out=arr)
+        return v
     return v.tanh_() if activation == "tanh" else v.relu_()
 
 
@@ -105,10 +109,7 @@ def _forward_loop(
         arr = tanh_array(blk, activation)
         for i, row in enumerate(blk.unbind(0)):
             h = torch.addmm(a[t0 + i], h, R, out=row)
-            if arr is not None:
-                np.tanh(arr[i], out=arr[i])
-            else:
-                _activate_(h, activation)
+            _activate_(h, activation, None if arr is None else arr[i])
     return blocks, spans
 
 
@@ -273,11 +274,7 @@ class _SimpleRNNScanInPlace(torch.autograd.Function):
             part = a.detach()[:, b0:b1]
             arr = tanh_array(part, activation)
             for t, a_t in enumerate(part.unbind(0)):
-                h = a_t.addmm_(h, R)
-                if arr is not None:
-                    np.tanh(arr[t], out=arr[t])
-                else:
-                    _activate_(h, activation)
+                h = _activate_(a_t.addmm_(h, R), activation, None if arr is None else arr[t])
             return h
 
         hs = parts.in_parts(run, len(batch_spans))

@@ -78,6 +78,18 @@ def _mapped(numel: int, dtype: type) -> np.ndarray:
     return np.frombuffer(area, dtype=dtype, count=numel)
 
 
+def _tensor(buffer: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
+    """A tensor of ``shape`` in ``buffer``'s memory, itself no view (its ``_base`` is None).
+
+    Its storage holds ``buffer`` (the reference :func:`_refs` counts).  A view of the flat
+    tensor would do as well for arithmetic, but an autograd function may not change a view
+    in place, so a view would keep a consumer such as the last-output SimpleRNN scan
+    (``simple_rnn_scan(..., consume=True)``) from running in the tensor's storage.
+    """
+    flat = torch.from_numpy(buffer)
+    return flat.new_empty(0).set_(flat.untyped_storage(), 0, shape)
+
+
 def _held() -> int:
     return sum(b.nbytes for buffers in _pool.values() for b in buffers)
 
@@ -146,10 +158,10 @@ def empty(
         for buffer in buffers:
             if _refs(buffer) <= _IDLE_REFS:
                 _pool.move_to_end(key)
-                return torch.from_numpy(buffer).view(shape)
+                return _tensor(buffer, shape)
         if not _make_room(nbytes):
             return torch.empty(*shape, dtype=dtype, device=device)
         buffer = _mapped(numel, np_dtype)
         _pool.setdefault(key, []).append(buffer)
         _pool.move_to_end(key)
-        return torch.from_numpy(buffer).view(shape)
+        return _tensor(buffer, shape)

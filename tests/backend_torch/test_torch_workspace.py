@@ -6,12 +6,13 @@ import multiprocessing
 import os
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from lmu_torch import LMU, workspace  # noqa: E402
+from lmu_torch import LMU, recurrence, workspace  # noqa: E402
 from lmu_torch.recurrence import conv_projected_fft, simple_rnn_scan  # noqa: E402
 
 SHAPE = (4, 256)  # 4 KB in float32
@@ -87,6 +88,56 @@ def test_plain_tensors_where_the_pool_does_not_apply(
     monkeypatch.setattr(workspace, "MIN_BYTES", 1 << 30)
     assert _take().shape == SHAPE
     assert workspace.pooled_bytes() == 0
+
+
+@pytest.mark.parametrize("inference", [False, True])
+def test_pooled_tensor_is_no_view(pool_all: None, inference: bool) -> None:
+    """A view could not be changed in place by an autograd function (the consuming scan)."""
+    with torch.inference_mode(inference):
+        a = _take()
+    assert a._base is None and a.is_inference() == inference
+    ptr = a.data_ptr()
+    del a
+    assert _take().data_ptr() == ptr
+
+
+def _simple_rnn_fft_layer() -> LMU:
+    torch.manual_seed(3)
+    return LMU(
+        1,
+        memory_d=1,
+        order=6,
+        theta=9.5,
+        hidden_cell={"type": "simple_rnn", "units": 5},
+        input_to_hidden=True,
+        conv_mode="fft",
+    ).double()
+
+
+def test_last_output_scan_runs_in_the_pooled_pre_activations(
+    pool_all: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    real = recurrence._SimpleRNNScanInPlace.apply
+
+    def spy(*args: Any) -> Any:
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(recurrence._SimpleRNNScanInPlace, "apply", spy)
+    layer = _simple_rnn_fft_layer()
+    x = torch.randn(3, 20, 1, dtype=torch.float64)
+    out, _ = layer(x)
+    out.sum().backward()
+    grads = [p.grad.clone() for p in layer.parameters()]
+    assert calls == [1]
+    layer.zero_grad()
+    monkeypatch.setattr(workspace, "enabled", False)
+    expected, _ = layer(x)
+    expected.sum().backward()
+    torch.testing.assert_close(out, expected)
+    for got, want in zip(grads, [p.grad for p in layer.parameters()], strict=True):
+        torch.testing.assert_close(got, want)
 
 
 def test_release_keeps_buffers_in_use_alive(pool_all: None) -> None:

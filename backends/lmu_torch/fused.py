@@ -72,7 +72,7 @@ import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
-from . import parts
+from . import parts, workspace
 from .recurrence import SCAN_ACTIVATIONS, _derivative, _step_spans, tanh_array
 
 __all__ = ["chunk_length", "fused_recurrence", "make_plan", "plan_key"]
@@ -183,15 +183,21 @@ def _forward_part(
     units = width - 1
     dtype, device = xp.dtype, xp.device
     # Outputs are stored with the step's product's u column in front (as f(u_t), unused),
-    # so that the activation runs over one contiguous block.
+    # so that the activation runs over one contiguous block; in storage from the pool (this
+    # thread's share of the heap would otherwise be given back and faulted in on every call).
     blocks = _step_spans(T, batch * width * xp.element_size(), multiple=L)
     if Hall is not None:
         Hs = [Hall[a:b] for a, b in blocks]
     else:
-        Hs = [torch.empty(b - a, batch, width, dtype=dtype, device=device) for a, b in blocks]
+        store = workspace.empty(
+            T, batch, width, dtype=dtype, device=device, min_bytes=workspace.LOOP_MIN_BYTES
+        )
+        Hs = [store[a:b] for a, b in blocks]
     Us = [torch.empty(b - a, batch, dtype=dtype, device=device) for a, b in blocks]
     n_chunks = sum(-(-(b - a) // L) for a, b in blocks)
-    m_hats = torch.empty(n_chunks + 1, batch, N, dtype=dtype, device=device)
+    m_hats = workspace.empty(
+        n_chunks + 1, batch, N, dtype=dtype, device=device, min_bytes=workspace.LOOP_MIN_BYTES
+    )
     m_hats[0] = m0
     zbuf = torch.empty(batch, N + L, dtype=dtype, device=device)  # [m_hat | chunk's u]
     # the chunk's pre-activations [u_t | a_t], batch first; each step completes its own row
@@ -302,7 +308,14 @@ def _backward_part(
     yv = ych.view(batch, L * width)
     # the same, time first, for a whole storage block: the weight gradients that sum over
     # steps are one product per block rather than one per chunk
-    yblk = new(max(b - a for a, b in blocks), batch, width)
+    yblk = workspace.empty(
+        max(b - a for a, b in blocks),
+        batch,
+        width,
+        dtype=dtype,
+        device=device,
+        min_bytes=workspace.LOOP_MIN_BYTES,
+    )
     y_next = torch.zeros(batch, width, dtype=dtype, device=device)
     mu = d_mT.clone() if d_mT is not None else torch.zeros_like(m_hats[0])
     mu_next, mu_beta, D = new(batch, N), new(batch, L), new(L, batch, units)
@@ -418,7 +431,16 @@ class _FusedRecurrence(torch.autograd.Function):
             if U is not None:
                 W1[:, 1:] = U
             W1_fold = torch.cat([W1[:, :1], W1[:, 1:] + W1[:, :1] * plan.w0], dim=1)
-        Hall = torch.empty(T, batch, width, dtype=xp.dtype, device=xp.device) if keep_all else None
+        Hall = None
+        if keep_all:
+            Hall = workspace.empty(
+                T,
+                batch,
+                width,
+                dtype=xp.dtype,
+                device=xp.device,
+                min_bytes=workspace.LOOP_MIN_BYTES,
+            )
         spans = parts.batch_parts(batch, xp.device)
 
         def run(i: int) -> _Part:

@@ -73,8 +73,8 @@ def _derivative(h: torch.Tensor, activation: str, out: torch.Tensor) -> torch.Te
     return torch.gt(h, 0, out=out)  # cast to out's dtype
 
 
-#: Bytes per stored block of steps: blocks this size come back from the C allocator's heap on
-#: the next call, where one (T, batch, units) tensor would be a fresh mapping to fault in.
+#: Bytes per block of stored steps: the backward passes' products that sum over steps run
+#: once per block, and the fused loop's scratch for them holds one block.
 _STORE_BLOCK_BYTES = 4 << 20
 
 
@@ -95,15 +95,17 @@ def _forward_loop(
 ) -> tuple[list[torch.Tensor], list[tuple[int, int]]]:
     """The outputs of the recurrence without autograd, as blocks of steps.
 
-    With ``out`` (the layer's output) the blocks are views of it; otherwise separate tensors,
-    which the C allocator hands back on the next call, where one large tensor would be a
-    fresh mapping to fault in page by page.
+    The blocks are views of ``out`` (the layer's output) where given, otherwise of storage
+    from :mod:`lmu_torch.workspace` (kept mapped between calls: freed memory of this size is
+    given back to the system and faulted in again page by page on the next call).
     """
     T, batch, units = a.shape
     spans = _step_spans(T, batch * units * a.element_size())
-    blocks = [
-        out[t0:t1] if out is not None else a.new_empty(t1 - t0, batch, units) for t0, t1 in spans
-    ]
+    if out is None:
+        out = workspace.empty(
+            T, batch, units, dtype=a.dtype, device=a.device, min_bytes=workspace.LOOP_MIN_BYTES
+        )
+    blocks = [out[t0:t1] for t0, t1 in spans]
     h = h0
     for (t0, _), blk in zip(spans, blocks, strict=True):
         arr = tanh_array(blk, activation)
@@ -120,7 +122,11 @@ class _SimpleRNNScan(torch.autograd.Function):
     def forward(ctx, a, h0, R, activation, last_only):  # noqa: D102
         a, h0, R = a.contiguous(), h0.contiguous(), R.contiguous()
         batch_spans = parts.batch_parts(a.shape[1], a.device)
-        H = None if last_only else torch.empty_like(a)
+        H = None
+        if not last_only:
+            H = workspace.empty(
+                *a.shape, dtype=a.dtype, device=a.device, min_bytes=workspace.LOOP_MIN_BYTES
+            )
 
         def run(i: int) -> tuple[list[torch.Tensor], list[tuple[int, int]]]:
             b0, b1 = batch_spans[i]

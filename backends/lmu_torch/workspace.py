@@ -7,8 +7,9 @@ the SimpleRNN scan's input and gradient (case D: 66 MB each), about as much time
 arithmetic that fills them.  :func:`empty` hands out such tensors from a small pool of
 buffers that stay mapped between calls instead; a buffer is handed out again only once no
 tensor uses it any more (no output, view or tensor saved for backward), which its reference
-count tells exactly.  Smaller tensors, other devices and dtypes NumPy lacks take
-:func:`torch.empty`.
+count tells exactly.  The step loops pool their storage from :data:`LOOP_MIN_BYTES` (glibc
+also gives the freed top of a thread's heap back to the system).  Smaller tensors, other
+devices and dtypes NumPy lacks take :func:`torch.empty`.
 
 The pool holds at most :data:`MAX_BYTES` in all (the buffers stay mapped between calls, as
 with PyTorch's caching allocator on a GPU); :func:`release` empties it and
@@ -26,13 +27,25 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-__all__ = ["MAX_BYTES", "MIN_BYTES", "empty", "enabled", "pooled_bytes", "release"]
+__all__ = [
+    "LOOP_MIN_BYTES",
+    "MAX_BYTES",
+    "MIN_BYTES",
+    "empty",
+    "enabled",
+    "pooled_bytes",
+    "release",
+]
 
 #: Tensors of at least this many bytes come from the pool (glibc maps these afresh).
 MIN_BYTES = 32 << 20
 #: The pool's buffers take at most this many bytes in all; a tensor that does not fit once
 #: the free buffers are dropped takes :func:`torch.empty`.
 MAX_BYTES = 1 << 30
+#: What the step loops (:mod:`lmu_torch.fused`, :mod:`lmu_torch.recurrence`) pool from: their
+#: storage, made anew in every call and in threads of their own (see ``min_bytes`` of
+#: :func:`empty`).
+LOOP_MIN_BYTES = 1 << 20
 #: False: every tensor takes :func:`torch.empty`.
 enabled = True
 
@@ -126,9 +139,23 @@ def _make_room(nbytes: int) -> bool:
 
 
 def empty(
-    *shape: int, dtype: torch.dtype, device: torch.device | str | None = None
+    *shape: int,
+    dtype: torch.dtype,
+    device: torch.device | str | None = None,
+    min_bytes: int | None = None,
 ) -> torch.Tensor:
     """``torch.empty(*shape, dtype=dtype, device=device)``, from the pool when large (CPU).
+
+    Parameters
+    ----------
+    *shape : int
+    dtype : torch.dtype
+    device : torch.device or str, optional
+    min_bytes : int, optional
+        Pool tensors of at least this many bytes (default :data:`MIN_BYTES`).  glibc also
+        gives a heap's freed top back to the system once it exceeds a threshold, so smaller
+        tensors that a call makes by the dozen megabytes, in a thread of its own, fault in
+        afresh as well; the step loops pool theirs from :data:`LOOP_MIN_BYTES`.
 
     Returns
     -------
@@ -146,7 +173,7 @@ def empty(
         or dev.type != "cpu"
         or np_dtype is None
         or numel == 0
-        or nbytes < MIN_BYTES
+        or nbytes < (MIN_BYTES if min_bytes is None else min_bytes)
         or _IDLE_REFS < 1  # an interpreter whose reference counts say nothing
         or torch.compiler.is_compiling()  # traced: no NumPy memory in graphs
         or torch.compiler.is_exporting()

@@ -101,6 +101,19 @@ def test_pooled_tensor_is_no_view(pool_all: None, inference: bool) -> None:
     assert _take().data_ptr() == ptr
 
 
+def test_min_bytes_pools_smaller_tensors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(workspace, "MIN_BYTES", 1 << 40)
+    workspace.release()
+    a = workspace.empty(*SHAPE, dtype=torch.float32, min_bytes=4096)
+    ptr = a.data_ptr()
+    assert workspace.pooled_bytes() == 4096
+    del a
+    assert workspace.empty(*SHAPE, dtype=torch.float32, min_bytes=4096).data_ptr() == ptr
+    assert workspace.empty(*SHAPE, dtype=torch.float32, min_bytes=4097) is not None
+    assert workspace.pooled_bytes() == 4096  # below min_bytes: a plain tensor
+    workspace.release()
+
+
 def _simple_rnn_fft_layer() -> LMU:
     torch.manual_seed(3)
     return LMU(
@@ -138,6 +151,59 @@ def test_last_output_scan_runs_in_the_pooled_pre_activations(
     torch.testing.assert_close(out, expected)
     for got, want in zip(grads, [p.grad for p in layer.parameters()], strict=True):
         torch.testing.assert_close(got, want)
+
+
+def _step_loop_run(hidden_to_memory: bool, return_sequences: bool) -> list[torch.Tensor]:
+    torch.manual_seed(4)
+    layer = LMU(
+        2,
+        memory_d=1,
+        order=8,
+        theta=12.5,
+        hidden_cell={"type": "simple_rnn", "units": 6},
+        input_to_hidden=True,
+        hidden_to_memory=hidden_to_memory,
+        memory_to_memory=hidden_to_memory,
+        return_sequences=return_sequences,
+    ).double()
+    x = torch.randn(40, 30, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    out, _ = layer(x)
+    out.pow(2).sum().backward()
+    return [out.detach().clone()] + [p.grad for p in layer.parameters()]  # the output: idle
+
+
+@pytest.mark.parametrize("return_sequences", [False, True])
+@pytest.mark.parametrize("hidden_to_memory", [True, False], ids=["fused", "scan"])
+def test_step_loops_keep_their_storage_in_the_pool(
+    monkeypatch: pytest.MonkeyPatch,
+    n_parts: int,
+    part_calls: list[int],
+    hidden_to_memory: bool,
+    return_sequences: bool,
+) -> None:
+    """The loops' per-call storage comes from the pool from LOOP_MIN_BYTES, and is reused.
+
+    (In two parts, how many buffers a call needs depends on the threads' timing: one part
+    may hand a buffer back before the other asks for one of the same size.)
+    """
+    monkeypatch.setattr(workspace, "enabled", False)
+    expected = _step_loop_run(hidden_to_memory, return_sequences)
+    monkeypatch.setattr(workspace, "enabled", True)
+    monkeypatch.setattr(workspace, "MIN_BYTES", 1 << 40)
+    monkeypatch.setattr(workspace, "LOOP_MIN_BYTES", 1)
+    workspace.release()
+    part_calls.clear()
+    first = _step_loop_run(hidden_to_memory, return_sequences)
+    assert part_calls and set(part_calls) == {n_parts}
+    assert workspace.pooled_bytes() > 0
+    held = workspace.pooled_bytes()
+    second = _step_loop_run(hidden_to_memory, return_sequences)
+    if n_parts == 1:
+        assert workspace.pooled_bytes() == held  # the same buffers again
+    workspace.release()
+    for a, b, c in zip(expected, first, second, strict=True):
+        torch.testing.assert_close(b, a)
+        torch.testing.assert_close(c, b, rtol=0, atol=0)
 
 
 def test_release_keeps_buffers_in_use_alive(pool_all: None) -> None:

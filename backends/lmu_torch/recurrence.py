@@ -350,16 +350,11 @@ def simple_rnn_scan(
         if last_only and consume and a.is_contiguous() and a._base is None:
             return _SimpleRNNScanInPlace.apply(a, h0, R, activation)[1]
         return _SimpleRNNScan.apply(a, h0, R, activation, last_only)
-    act = torch.tanh if activation == "tanh" else torch.relu
     outs = []
     h = h0
     for a_t in a.unbind(0):
-        h = torch.addmm(a_t, h, R)
-        arr = tanh_array(h, activation)
-        if arr is not None:  # the same tanh as the differentiable scan's
-            np.tanh(arr, out=arr)
-        else:
-            h = act(h)
+        h = torch.addmm(a_t, h, R)  # a new tensor: activated in place, as in the scan
+        h = _activate_(h, activation, tanh_array(h, activation))
         if not last_only:
             outs.append(h)
     return h if last_only else torch.stack(outs, dim=0)

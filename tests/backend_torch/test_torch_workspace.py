@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 
 from lmu_torch import LMU, recurrence, workspace  # noqa: E402
 from lmu_torch.recurrence import conv_projected_fft, simple_rnn_scan  # noqa: E402
+from lmu_torch_helpers import build  # noqa: E402
 
 SHAPE = (4, 256)  # 4 KB in float32
 
@@ -115,16 +116,17 @@ def test_min_bytes_pools_smaller_tensors(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def _simple_rnn_fft_layer() -> LMU:
-    torch.manual_seed(3)
-    return LMU(
-        1,
+    return build(
+        LMU,
+        input_size=1,
+        seed=3,
         memory_d=1,
         order=6,
         theta=9.5,
         hidden_cell={"type": "simple_rnn", "units": 5},
         input_to_hidden=True,
         conv_mode="fft",
-    ).double()
+    )
 
 
 def test_last_output_scan_runs_in_the_pooled_pre_activations(
@@ -154,9 +156,10 @@ def test_last_output_scan_runs_in_the_pooled_pre_activations(
 
 
 def _step_loop_run(hidden_to_memory: bool, return_sequences: bool) -> list[torch.Tensor]:
-    torch.manual_seed(4)
-    layer = LMU(
-        2,
+    layer = build(
+        LMU,
+        input_size=2,
+        seed=4,
         memory_d=1,
         order=8,
         theta=12.5,
@@ -165,7 +168,7 @@ def _step_loop_run(hidden_to_memory: bool, return_sequences: bool) -> list[torch
         hidden_to_memory=hidden_to_memory,
         memory_to_memory=hidden_to_memory,
         return_sequences=return_sequences,
-    ).double()
+    )
     x = torch.randn(40, 30, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
     out, _ = layer(x)
     out.pow(2).sum().backward()
